@@ -1,0 +1,3 @@
+from csrs_core.cli import main
+
+raise SystemExit(main())

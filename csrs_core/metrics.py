@@ -1,0 +1,67 @@
+"""Stage-B metrics (design.md section 3) from a certify_from_counts table."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _share(hit: np.ndarray, among: np.ndarray) -> float:
+    total = int(among.sum())
+    return float((hit & among).sum() / total) if total else float("nan")
+
+
+def summarize(table: pd.DataFrame, eps: float = 0.25) -> dict:
+    """Acc, Rob_cs(eps), Rob_std(eps), Rob_non(eps); Rob_cs/Rob_std are NaN with no sensitive example."""
+    label = table["label"].to_numpy()
+    sensitive = table["sensitive"].to_numpy()
+    correct = table["pred_std"].to_numpy() == label
+    r1 = table["r1"].to_numpy()
+    safe_top = table["r2"].to_numpy() > -np.inf  # sensitive with c_A outside Omega_y (and n_A > 0)
+    everyone = np.ones(len(table), dtype=bool)
+    return {
+        "acc": _share(correct, everyone),
+        "rob_cs": _share(table["cost_robust_radius"].to_numpy() > eps, sensitive),
+        "rob_std": _share(safe_top & (r1 > eps), sensitive),
+        "rob_non": _share(correct & (r1 > eps), ~sensitive),
+        "n": int(len(table)),
+        "n_sensitive": int(sensitive.sum()),
+    }
+
+
+def eps_curve(table: pd.DataFrame, eps_grid) -> pd.DataFrame:
+    """Rob_cs, Rob_std and certified accuracy (all examples) at each eps of the grid."""
+    label = table["label"].to_numpy()
+    sensitive = table["sensitive"].to_numpy()
+    radius = table["cost_robust_radius"].to_numpy()
+    r1 = table["r1"].to_numpy()
+    correct = table["pred_std"].to_numpy() == label
+    safe_top = table["r2"].to_numpy() > -np.inf
+    eps = np.asarray(eps_grid, dtype=float)[:, None]
+    n_sens = max(int(sensitive.sum()), 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rob_cs = ((radius[None] > eps) & sensitive).sum(1) / n_sens if n_sens else np.full(len(eps), np.nan)
+        rob_std = ((r1[None] > eps) & safe_top & sensitive).sum(1) / n_sens if n_sens else np.full(len(eps), np.nan)
+    cert_acc = ((r1[None] > eps) & correct).sum(1) / max(len(label), 1)
+    return pd.DataFrame({"eps": eps[:, 0], "rob_cs": rob_cs, "rob_std": rob_std, "certified_acc": cert_acc})
+
+
+def per_class(table: pd.DataFrame, eps: float, class_names=None) -> pd.DataFrame:
+    """Per true class: examples, accuracy, certified accuracy at eps and Rob_cs at eps (sensitive rows)."""
+    out = []
+    label = table["label"].to_numpy()
+    m = int(label.max()) + 1 if len(label) else 0
+    if class_names is not None:
+        m = len(class_names)
+    for c in range(m):
+        sub = table[label == c]
+        s = summarize(sub, eps) if len(sub) else None
+        out.append({
+            "class": c,
+            "name": class_names[c] if class_names is not None else str(c),
+            "n": len(sub),
+            "acc": s["acc"] if s else float("nan"),
+            "certified_acc": float(((sub["pred_std"] == c) & (sub["r1"] > eps)).mean()) if len(sub) else float("nan"),
+            "rob_cs": s["rob_cs"] if s else float("nan"),
+            "sensitive": bool(sub["sensitive"].any()) if len(sub) else False,
+        })
+    return pd.DataFrame(out)

@@ -1,0 +1,74 @@
+"""The cost-matrix editor: a grid of checkboxes, presets and JSON import/export."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
+from dashboard.common import cell_key, set_cost
+
+
+def cost_editor(case: str, cost: CostMatrix) -> CostMatrix:
+    """Render the editor; returns the current matrix, also kept in session state and the URL."""
+    m, names = cost.m, cost.class_names or [str(i) for i in range(cost.m)]
+    with st.expander(f"Cost matrix: {cost.describe()}", expanded=True):
+        st.caption("Rows: true class. Columns: predicted class. A ticked cell means that mistake costs. "
+                   "The diagonal cannot cost.")
+        _presets(case, cost, names)
+        header = st.columns([2] + [1] * m)
+        header[0].markdown("**true \\ predicted**")
+        for k in range(m):
+            header[k + 1].markdown(f"<small>{names[k]}</small>", unsafe_allow_html=True)
+        new = np.zeros_like(cost.matrix)
+        for j in range(m):
+            cols = st.columns([2] + [1] * m)
+            cols[0].markdown(f"<small>{names[j]}</small>", unsafe_allow_html=True)
+            for k in range(m):
+                key = cell_key(case, j, k)
+                if key not in st.session_state:
+                    st.session_state[key] = bool(cost.matrix[j, k])
+                new[j, k] = cols[k + 1].checkbox(f"{names[j]} → {names[k]}", key=key, disabled=j == k,
+                                                 label_visibility="collapsed") and j != k
+        if not np.array_equal(new, cost.matrix):
+            cost = CostMatrix(new, names)
+            set_cost(case, cost)
+        _json_io(case, cost, names)
+    return cost
+
+
+def _apply(case, make):
+    """A widget callback: build the matrix and sync the grid before it renders."""
+    def callback():
+        try:
+            set_cost(case, make(), sync_grid=True)
+            st.session_state.pop(f"import_error::{case}", None)
+        except CostMatrixError as exc:
+            st.session_state[f"import_error::{case}"] = f"Could not import that cost matrix: {exc}"
+    return callback
+
+
+def _presets(case, cost, names):
+    m, ss = cost.m, st.session_state
+    c1, c2, c3, c4 = st.columns([2, 3, 3, 1])
+    c1.button("Overall", key=f"preset_overall::{case}", help="every mistake costs",
+              on_click=_apply(case, lambda: CostMatrix.overall(m, names)))
+    seeds = c2.multiselect("Seedwise seeds", list(range(m)), format_func=lambda i: names[i], key=f"seeds::{case}")
+    c2.button("Apply seedwise", key=f"preset_seed::{case}", disabled=not seeds,
+              on_click=_apply(case, lambda: CostMatrix.seedwise(m, ss[f"seeds::{case}"], names)))
+    seed = c3.selectbox("Pairwise seed", list(range(m)), format_func=lambda i: names[i], key=f"pseed::{case}")
+    targets = c3.multiselect("targets", [i for i in range(m) if i != seed], format_func=lambda i: names[i],
+                             key=f"ptargets::{case}")
+    c3.button("Apply pairwise", key=f"preset_pair::{case}", disabled=not targets,
+              on_click=_apply(case, lambda: CostMatrix.pairwise(m, {ss[f"pseed::{case}"]: ss[f"ptargets::{case}"]}, names)))
+    c4.button("Clear", key=f"preset_clear::{case}", on_click=_apply(case, lambda: CostMatrix.empty(m, names)))
+
+
+def _json_io(case, cost, names):
+    c1, c2 = st.columns(2)
+    c1.download_button("Export JSON", cost.to_json(), file_name=f"cost-{case.replace('/', '_')}.json",
+                       mime="application/json", key=f"export::{case}")
+    c2.text_input("Import (JSON or preset such as seedwise:3, pairwise:3>5)", key=f"import::{case}")
+    c2.button("Import", key=f"import_btn::{case}",
+              on_click=_apply(case, lambda: parse_cost(st.session_state[f"import::{case}"], cost.m, names)))
+    if f"import_error::{case}" in st.session_state:
+        st.error(st.session_state[f"import_error::{case}"])

@@ -1,0 +1,64 @@
+"""A live list of background jobs of one kind: progress bar, ETA, cancel, log of failures."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from csrs_core import jobs
+from dashboard import figures
+
+
+def _fraction(job) -> tuple[float, str]:
+    p = job["progress"] or {}
+    if job["state"] == "done":
+        return 1.0, "done"
+    if p.get("event") in ("progress", "start") and p.get("total"):
+        return min(p.get("done", 0) / p["total"], 1.0), f"{p.get('done', 0):,} / {p['total']:,} samples"
+    if p.get("event") in ("step", "epoch") and p.get("steps"):
+        epochs = job.get("epochs") or 1
+        frac = (p["epoch"] + p["step"] / p["steps"]) / epochs
+        return min(frac, 1.0), f"epoch {p['epoch'] + 1}/{epochs}, step {p['step']}/{p['steps']}"
+    return 0.0, p.get("event", "waiting")
+
+
+def _eta(job) -> str:
+    eta = (job["progress"] or {}).get("eta_s")
+    if eta is None or job["state"] != "running":
+        return ""
+    return f" · ETA {int(eta // 60)} min {int(eta % 60)} s"
+
+
+def jobs_panel(root, kind: str) -> bool:
+    """Show the jobs of `kind`; True while one is still active (the caller refreshes)."""
+    listed = [j for j in jobs.list_jobs(root) if j["kind"] == kind]
+    if not listed:
+        st.caption("No jobs yet.")
+        return False
+    for job in listed[:10]:
+        argv = job["argv"]
+        if "--epochs" in argv:
+            job["epochs"] = int(argv[argv.index("--epochs") + 1])
+        frac, text = _fraction(job)
+        with st.container(border=True):
+            st.markdown(f"**{job['out']}** — {job['state']}")
+            st.progress(frac, text=text + _eta(job))
+            if job["state"] in jobs.ACTIVE and st.button("Cancel", key=f"cancel::{job['id']}"):
+                jobs.cancel(root, job["id"])
+                st.rerun()
+            if kind == "train":
+                steps = pd.DataFrame([e for e in job["events"] if e.get("event") == "step"])
+                if len(steps):
+                    st.plotly_chart(figures.training_curves(steps), key=f"curve::{job['id']}")
+            if job["state"] == "failed":
+                errors = [e["message"] for e in job["events"] if e.get("event") == "error"]
+                st.error(errors[-1] if errors else "The job failed; its log follows.")
+                st.code(job["log_tail"][-2000:] or "(empty log)")
+    return any(j["state"] in jobs.ACTIVE for j in listed)
+
+
+def live_jobs(root, kind: str) -> None:
+    """Re-render the panel every 2 s while jobs run, without rerunning the rest of the page."""
+    @st.fragment(run_every=2.0)
+    def panel():
+        jobs_panel(root, kind)
+    panel()

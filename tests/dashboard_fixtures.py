@@ -1,0 +1,21 @@
+"""A small checkpoint folder on the synthetic set: two checkpoints with cached certifications."""
+import shutil
+from pathlib import Path
+
+from csrs_core.cache import certify_counts
+from csrs_core.data import load_dataset
+from csrs_core.training import TrainConfig, train
+
+
+def build_case(root: Path, base_checkpoint: Path) -> Path:
+    case = root / "synth"
+    case.mkdir(parents=True)
+    shutil.copy(base_checkpoint, case / "cohen.pt")
+    train(TrainConfig(method="cs-macer", dataset="synthetic", out=str(case / "csmacer"), arch="resnet8",
+                      epochs=1, batch=32, lr=0.01, cost="seedwise:1", gauss_num=4, max_steps_per_epoch=3,
+                      init=str(base_checkpoint), threads=2))
+    data = load_dataset("synthetic", "test")
+    for name in ("cohen", "csmacer"):
+        certify_counts(case / f"{name}.pt", data, n0=20, n=100, batch=400)
+    data.save_sample(case / "test-sample.npz")
+    return root

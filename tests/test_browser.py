@@ -1,0 +1,95 @@
+"""The main flows in a real headless Chromium (Debian's package) driven by Playwright for Python."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dashboard_fixtures import build_case
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                 reason="Chromium not installed (apt-get install chromium): real-browser test skipped")]
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, synthetic_checkpoint):
+    root = build_case(tmp_path_factory.mktemp("browser"), synthetic_checkpoint)
+    port = _free_port()
+    env = dict(os.environ, CSRS_CHECKPOINTS=str(root))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", root
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        pg = browser.new_page(viewport={"width": 1600, "height": 1200})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def _traces(page):
+    return page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map("
+                         "p => JSON.stringify(p.data.map(t => t.y)))")
+
+
+def test_grid_clicks_change_the_figures(server, page):
+    url, _ = server
+    page.goto(url)
+    page.get_by_text("Metrics at ε").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 5")
+    before = _traces(page)
+    assert "seedwise 3" in page.get_by_text("Metrics at ε").first.inner_text()
+    page.get_by_role("checkbox", name="red → green").click(force=True)
+    page.get_by_text("pairwise 0>1").first.wait_for()
+    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                           f".map(p => JSON.stringify(p.data.map(t => t.y)))) !== {repr(__import__('json').dumps(before))}")
+    assert "cost=0%3E1_3%3E0.1.2" in page.url or "cost=0>1_3>0.1.2" in page.url
+    page.get_by_role("button", name="Overall").click()
+    page.get_by_text("cost: overall").first.wait_for()
+    assert _traces(page) != before
+
+
+def test_certification_and_training_jobs_finish(server, page):
+    url, root = server
+    page.goto(url + "/certify")
+    page.get_by_role("button", name="Start certification").click()
+    page.get_by_text("Started certification").wait_for()
+    page.get_by_text("— done").first.wait_for(timeout=180_000)
+    page.goto(url + "/train")
+    page.get_by_label("Output name").fill("browser-run")
+    page.get_by_label("epochs").fill("1")
+    page.get_by_label("k noisy copies").fill("2")
+    page.get_by_label("max steps/epoch (0 = all)").fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started training browser-run").wait_for()
+    page.get_by_text("— done").first.wait_for(timeout=300_000)
+    assert (root / "synth" / "browser-run.pt").exists()

@@ -1,0 +1,106 @@
+"""Dashboard pages under Streamlit's AppTest: metrics equal csrs_core's, bad input gives messages."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from csrs_core.cache import cached_records, load_record
+from csrs_core.certify import certify_from_counts
+from csrs_core.cost import CostMatrix
+from csrs_core.metrics import summarize
+
+from dashboard_fixtures import build_case
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, synthetic_checkpoint):
+    return build_case(tmp_path_factory.mktemp("dash"), synthetic_checkpoint)
+
+
+def _app(root, monkeypatch):
+    monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _expected(root, name, cost, eps=0.25):
+    [(path, _)] = cached_records(root / "synth" / f"{name}.pt")
+    rec = load_record(path)
+    t = certify_from_counts(rec.counts0, rec.counts, rec.labels, cost, sigma=rec.meta["sigma"], alpha=0.001)
+    return summarize(t, eps)
+
+
+def _row(at, name):
+    df = at.dataframe[0].value
+    return df[df.checkpoint == name].iloc[0]
+
+
+def test_explore_metrics_follow_the_grid(root, monkeypatch):
+    at = _app(root, monkeypatch)
+    names = ["red", "green", "blue", "grey"]
+    # default for 4 classes: seedwise on the last class
+    cost = CostMatrix.seedwise(4, [3], names)
+    for name in ("cohen", "csmacer"):
+        assert _row(at, name).rob_cs == pytest.approx(_expected(root, name, cost)["rob_cs"])
+    # click a cell: red -> green now costs
+    at.checkbox(key="cell::synth::0::1").check().run()
+    assert not at.exception
+    cost = CostMatrix(cost.matrix | np.eye(4, k=1, dtype=bool) * np.array([[1], [0], [0], [0]], bool), names)
+    exp = _expected(root, "cohen", cost)
+    row = _row(at, "cohen")
+    assert row.n_sensitive == exp["n_sensitive"] and row.rob_cs == pytest.approx(exp["rob_cs"])
+    assert at.query_params["cost"] == ["0>1_3>0.1.2"] or at.query_params["cost"] == "0>1_3>0.1.2"
+    # a preset
+    at.button(key="preset_overall::synth").click().run()
+    exp = _expected(root, "csmacer", CostMatrix.overall(4))
+    assert _row(at, "csmacer").rob_cs == pytest.approx(exp["rob_cs"])
+    assert _row(at, "csmacer").n_sensitive == 64
+    at.button(key="preset_clear::synth").click().run()
+    assert any("undefined" in w.value for w in at.warning)
+
+
+def test_bad_json_import_gives_a_message(root, monkeypatch):
+    at = _app(root, monkeypatch)
+    at.text_input(key="import::synth").input("{not json").run()
+    at.button(key="import_btn::synth").click().run()
+    assert not at.exception
+    assert any("Could not import" in e.value for e in at.error)
+    at.text_input(key="import::synth").input('{"matrix": [[1, 0], [0, 0]]}').run()
+    at.button(key="import_btn::synth").click().run()
+    assert any("diagonal" in e.value or "4" in e.value for e in at.error)
+
+
+def test_eps_beyond_sampling_limit_is_flagged(root, monkeypatch):
+    at = _app(root, monkeypatch)
+    at.number_input(key="eps").set_value(2.0).run()
+    assert any("sampling budget" in w.value for w in at.warning)
+
+
+def test_missing_folder_and_corrupt_checkpoint(tmp_path, monkeypatch, root):
+    monkeypatch.setenv("CSRS_CHECKPOINTS", str(tmp_path / "nowhere"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception and any("does not exist" in e.value for e in at.error)
+    bad = tmp_path / "bad" / "case"
+    bad.mkdir(parents=True)
+    (bad / "broken.pt").write_bytes(b"garbage")
+    monkeypatch.setenv("CSRS_CHECKPOINTS", str(tmp_path / "bad"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    at.switch_page("pages/checkpoints.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "unreadable" in table.status.iloc[0]
+
+
+@pytest.mark.parametrize("page", ["pages/certify.py", "pages/train.py", "pages/checkpoints.py"])
+def test_other_pages_render(root, monkeypatch, page):
+    at = _app(root, monkeypatch)
+    at.switch_page(page).run()
+    assert not at.exception, at.exception

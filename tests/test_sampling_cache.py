@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from csrs_core.cache import cache_key, cached_records, cert_dir, certify_counts, key_name
+from csrs_core.checkpoints import load_model
+from csrs_core.data import load_dataset, select_examples
+from csrs_core.sampling import sample_counts
+
+
+@pytest.fixture(scope="module")
+def data():
+    d = load_dataset("synthetic", "test")
+    return d.subset(np.arange(12))
+
+
+def test_counts_shape_and_determinism_across_batches(synthetic_checkpoint, data):
+    model, _ = load_model(synthetic_checkpoint)
+    args = (model, data.images, data.indices, 4, 0.5, 10, 50)
+    a0, a = sample_counts(*args, batch=64, seed=1)
+    b0, b = sample_counts(*args, batch=17, seed=1)
+    assert a0.sum(1).tolist() == [10] * 12 and a.sum(1).tolist() == [50] * 12
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a0, b0)
+    part0, part = sample_counts(*args, batch=64, seed=1, positions=[3, 7])
+    np.testing.assert_array_equal(part[[3, 7]], a[[3, 7]])
+    assert part[[0, 1]].sum() == 0
+    _, c = sample_counts(*args, batch=64, seed=2)
+    assert not np.array_equal(a, c) or a.max() == 50  # another seed draws other noise
+
+
+def test_cache_key_depends_on_everything(data):
+    base = cache_key("abc", data, 0.25, 100, 1000, 0, "fp32")
+    variants = [cache_key("abd", data, 0.25, 100, 1000, 0, "fp32"),
+                cache_key("abc", data.subset(np.arange(11)), 0.25, 100, 1000, 0, "fp32"),
+                cache_key("abc", data, 0.5, 100, 1000, 0, "fp32"),
+                cache_key("abc", data, 0.25, 50, 1000, 0, "fp32"),
+                cache_key("abc", data, 0.25, 100, 2000, 0, "fp32"),
+                cache_key("abc", data, 0.25, 100, 1000, 1, "fp32"),
+                cache_key("abc", data, 0.25, 100, 1000, 0, "bf16")]
+    names = {key_name(base)} | {key_name(v) for v in variants}
+    assert len(names) == 1 + len(variants)
+
+
+def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path):
+    import shutil
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(synthetic_checkpoint, ckpt)
+    first = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    assert not first.from_cache
+    again = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    assert again.from_cache
+    np.testing.assert_array_equal(first.counts, again.counts)
+    [(path, meta)] = cached_records(ckpt)
+    assert meta["n"] == 40 and meta["num_examples"] == 12
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        redo = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    assert not redo.from_cache
+    np.testing.assert_array_equal(redo.counts, first.counts)
+    # a partial file from an interrupted run is resumed: only missing examples are sampled
+    path.unlink()
+    from csrs_core import cache as cache_mod
+    partial = cert_dir(ckpt) / f"{path.stem}.partial.npz"
+    done = np.zeros(12, bool)
+    done[:5] = True
+    fake = first.counts.copy()
+    fake[:5] = 0
+    fake[:5, 0] = 40  # marks that the resumed rows were not recomputed
+    cache_mod._write(partial, first.counts0, fake, first.labels, first.indices, first.meta, done=done)
+    resumed = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    np.testing.assert_array_equal(resumed.counts[:5], fake[:5])
+    np.testing.assert_array_equal(resumed.counts[5:], first.counts[5:])
+    assert not partial.exists()
+
+
+def test_select_examples_stratified():
+    labels = np.repeat(np.arange(4), 10)
+    idx = select_examples(labels, per_class=3, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3]
+    assert np.array_equal(idx, select_examples(labels, per_class=3, seed=0))
+    assert len(select_examples(labels, num_examples=7)) == 7
+
+
+def test_torchrun_two_ranks_merge_into_one_cache(synthetic_checkpoint, tmp_path):
+    import shutil
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(synthetic_checkpoint, ckpt)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "csrs_core", "--", "certify", "--checkpoint", str(ckpt), "--dataset", "synthetic",
+           "--num-examples", "12", "--n0", "10", "--n", "40", "--batch", "64", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    [(path, meta)] = cached_records(ckpt)
+    data = load_dataset("synthetic", "test")
+    data = data.subset(select_examples(data.labels.numpy(), 12))
+    single = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    assert single.from_cache  # the merged file is exactly the single-process cache entry
+    ref0, ref = sample_counts(load_model(ckpt)[0], data.images, data.indices, 4, 0.25, 10, 40, 64)
+    np.testing.assert_array_equal(single.counts, ref)
+    assert not list(cert_dir(ckpt).glob("*rank*"))

@@ -1,0 +1,96 @@
+import json
+
+import pytest
+import torch
+
+from csrs_core.checkpoints import read_checkpoint
+from csrs_core.progress import read_progress
+from csrs_core.training import TrainConfig, TrainingError, augment, train
+
+
+def _cfg(tmp_path, name, **kw):
+    base = dict(method="gaussian", dataset="synthetic", out=str(tmp_path / name), arch="resnet8", epochs=1,
+                batch=32, lr=0.05, threads=2, cost="seedwise:1", gauss_num=4, log_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "cohen-r", "macer", "cs-macer"])
+def test_each_method_reduces_its_loss(tmp_path, method):
+    meta = train(_cfg(tmp_path, method, method=method, epochs=3, lr=0.02, max_steps_per_epoch=4))
+    losses = [h["loss"] for h in meta["history"]]
+    assert losses[-1] < losses[0], losses
+    ckpt = read_checkpoint(tmp_path / f"{method}.pt")
+    m = ckpt["meta"]
+    assert m["method"] == method and m["epochs_done"] == 3 and m["sigma"] == 0.25
+    assert m["hyperparameters"]["cost"] == "seedwise:1" and json.loads(m["cost"])["matrix"][1][0] == 1
+    assert {"loss", "acc", "images_per_s", "seconds"} <= set(m["history"][0])
+
+
+def test_kill_and_resume_ends_in_the_same_state(tmp_path, monkeypatch):
+    from csrs_core import training
+    train(_cfg(tmp_path, "straight", method="cs-macer", epochs=2, max_steps_per_epoch=3))
+    real_epoch, calls = training._run_epoch, []
+
+    def crash_in_second_epoch(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(*args, **kw)
+    monkeypatch.setattr(training, "_run_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, "cut", method="cs-macer", epochs=2, max_steps_per_epoch=3))
+    assert read_checkpoint(tmp_path / "cut.pt")["meta"]["epochs_done"] == 1
+    monkeypatch.setattr(training, "_run_epoch", real_epoch)
+    train(_cfg(tmp_path, "cut", method="cs-macer", epochs=2, max_steps_per_epoch=3))
+    a = read_checkpoint(tmp_path / "straight.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "cut.pt")["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    events = read_progress(tmp_path / "cut.progress.jsonl")
+    assert [e["resumed"] for e in events if e["event"] == "start"] == [False, True]
+
+
+def test_other_settings_refuse_to_resume(tmp_path):
+    train(_cfg(tmp_path, "x", max_steps_per_epoch=2))
+    with pytest.raises(TrainingError, match="other settings"):
+        train(_cfg(tmp_path, "x", lr=0.5, max_steps_per_epoch=2))
+
+
+def test_progress_file_format(tmp_path):
+    train(_cfg(tmp_path, "p", max_steps_per_epoch=4))
+    events = read_progress(tmp_path / "p.progress.jsonl")
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps and {"epoch", "step", "steps", "loss", "acc", "images_per_s", "eta_s", "lr"} <= set(steps[0])
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    cfg = _cfg(tmp_path, "nan", lr=1e30, max_steps_per_epoch=6, epochs=2)
+    with pytest.raises(TrainingError, match="loss became"):
+        train(cfg)
+    events = read_progress(tmp_path / "nan.progress.jsonl")
+    assert events[-1]["event"] == "error" and "lower --lr" in events[-1]["message"]
+
+
+def test_augment_keeps_shape_and_content():
+    x = torch.rand(5, 3, 16, 16)
+    y = augment(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+
+
+def test_warm_start_records_its_origin(tmp_path, synthetic_checkpoint):
+    meta = train(_cfg(tmp_path, "warm", method="macer", init=str(synthetic_checkpoint), max_steps_per_epoch=2))
+    assert meta["init"]["method"] == "gaussian"
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29544",
+           "-m", "csrs_core", "--", "train", "--method", "cs-macer", "--dataset", "synthetic", "--arch", "resnet8",
+           "--epochs", "1", "--batch", "32", "--gauss-num", "2", "--cost", "seedwise:0",
+           "--max-steps-per-epoch", "3", "--threads", "1", "--out", str(tmp_path / "ddp")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert read_checkpoint(tmp_path / "ddp.pt")["meta"]["epochs_done"] == 1
