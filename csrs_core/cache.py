@@ -60,7 +60,8 @@ def _digest(*arrays) -> str:
     return h.hexdigest()
 
 
-def _write(path, counts0, counts, labels, indices, meta, done=None):
+def write_counts(path, counts0, counts, labels, indices, meta, done=None):
+    """Write a cache file atomically (with `done`, a partial one)."""
     extra = {} if done is None else {"done": done}
     atomic_write_npz(path, counts0=counts0, counts=counts, labels=labels, indices=indices,
                      digest=np.array(_digest(counts0, counts, labels, indices)),
@@ -155,7 +156,7 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
         c0, c = sample_counts(model, data.images, data.indices, m, sigma, n0, n, batch, seed, dev,
                               precision, positions=part, on_batch=on_batch)
         counts0[part], counts[part], done[part] = c0[part], c[part], True
-        _write(shard, counts0, counts, labels, data.indices, meta, done=done)
+        write_counts(shard, counts0, counts, labels, data.indices, meta, done=done)
     if world > 1:
         dist.barrier()
         if rank == 0:
@@ -170,7 +171,7 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
     if rank != 0:
         return None
     meta["created"] = time.time()
-    _write(final, counts0, counts, labels, data.indices, meta)
+    write_counts(final, counts0, counts, labels, data.indices, meta)
     for s in shards:
         s.unlink(missing_ok=True)
     progress.write("done", done=total, total=total, file=str(final))

@@ -22,6 +22,8 @@ from csrs_core.atomic import atomic_write_npz
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
+IMAGENETTE_CLASSES = ["tench", "English springer", "cassette player", "chain saw", "church",
+                      "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]
 HAM_MALIGNANT = {"mel", "bcc", "akiec"}
 HAM_BENIGN = {"nv", "bkl", "df", "vasc"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -118,10 +120,9 @@ class _Source:
 
 
 def _find(root: Path, stem: str) -> Path:
-    for cand in (root / f"{stem}.zip", root / stem, root):
-        if cand.exists() and (cand.suffix == ".zip" or cand.is_dir()):
-            if cand == root and not any(root.glob("*")):
-                continue
+    """root/stem.zip or the folder root/stem."""
+    for cand in (root / f"{stem}.zip", root / stem):
+        if cand.is_file() or cand.is_dir():
             return cand
     raise DatasetError(f"data set {stem!r} not found: put {stem}.zip or the folder {stem}/ "
                        f"under {root.resolve()} (or set --data-root / CSRS_DATA)")
@@ -265,6 +266,8 @@ def load_dataset(spec: str, split: str = "test", root=None, image_size: int | No
     elif spec == "imagenette":
         split = "val" if split == "test" else split
         images, labels, classes = _load_folder_dataset(_find(base, "imagenette"), "imagenette", split, size)
+        if len(classes) == len(IMAGENETTE_CLASSES):  # wnid folders, in the usual label order
+            classes = IMAGENETTE_CLASSES
     elif spec == "ham10000":
         images, labels, classes = _load_ham10000(_find(base, "ham10000"), "test" if split == "val" else split, size)
         mean, std = DATASET_STATS["ham10000"]

@@ -21,7 +21,7 @@ if [[ $what == cifar10 || $what == all ]]; then
   $PY -m csrs_core train --method cs-macer "${common[@]}" "${warm[@]}" --cost 'pairwise:3>5' --lam 3 --gamma1 4 \
       --gamma2 16 --out $D/cs-macer-pair3to5
   for m in cohen cohen-r macer cs-macer-seed3 cs-macer-pair3to5; do
-    $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset cifar10-jpeg --split test --per-class 50 \
+    $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset cifar10-jpeg --split test --per-class 100 \
         --n0 100 --n 1000 --alpha 0.001 --batch 500 --cost seedwise:3 --threads "$T" \
         --save-sample $D/test-sample.npz
   done

@@ -1,0 +1,71 @@
+"""Data loaders: synthetic always; the real data sets where ../shared/data exists (else skipped)."""
+import numpy as np
+import pytest
+
+from csrs_core.data import DatasetError, ImageSet, load_dataset
+
+
+def test_synthetic_is_deterministic_and_in_range():
+    a, b = load_dataset("synthetic", "train"), load_dataset("synthetic", "train")
+    assert a.images.dtype.is_floating_point is False and a.images.shape[1:] == (3, 16, 16)
+    assert np.array_equal(a.images.numpy(), b.images.numpy()) and a.classes == ["red", "green", "blue", "grey"]
+    x = a.float_images(np.arange(4))
+    assert 0 <= x.min() and x.max() <= 1
+
+
+def test_missing_and_unknown_data_sets_say_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="put cifar10-jpeg.zip or the folder cifar10-jpeg/"):
+        load_dataset("cifar10-jpeg", "test", root=tmp_path)
+    with pytest.raises(DatasetError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", "test", root=tmp_path)
+    with pytest.raises(DatasetError, match="unknown data set"):
+        load_dataset("mnist")
+    with pytest.raises(DatasetError, match="not a CSRS sample"):
+        (tmp_path / "x.npz").write_bytes(b"junk")
+        load_dataset(f"sample:{tmp_path / 'x.npz'}")
+
+
+def test_image_folder_and_sample_round_trip(tmp_path):
+    from PIL import Image
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0) if c == "cat" else (0, i * 40, 0)).save(
+                    tmp_path / "tree" / split / c / f"{i}.png")
+    d = load_dataset(f"imagefolder:{tmp_path / 'tree'}", "test")
+    assert d.classes == ["cat", "dog"] and len(d) == 6 and d.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    d.subset([1, 4]).save_sample(tmp_path / "s.npz")
+    s = load_dataset(f"sample:{tmp_path / 's.npz'}")
+    assert s.indices.tolist() == [1, 4] and s.name.startswith("imagefolder:") and s.classes == ["cat", "dog"]
+    assert s.content_digest() == d.subset([1, 4]).content_digest()
+
+
+def test_cifar10_jpeg_zip(shared_data):
+    d = load_dataset("cifar10-jpeg", "test", root=shared_data)
+    assert len(d) == 10_000 and d.images.shape[1:] == (3, 32, 32) and d.classes[3] == "cat"
+    assert np.bincount(d.labels.numpy()).tolist() == [1000] * 10
+
+
+def test_ham10000_grouping_and_lesion_split(shared_data):
+    import csv
+    import io
+    import zipfile
+    from csrs_core.data import _ham_split_of
+    tr = load_dataset("ham10000", "train", root=shared_data, image_size=32)
+    te = load_dataset("ham10000", "test", root=shared_data, image_size=32)
+    assert tr.classes == ["benign", "malignant"] and len(tr) + len(te) == 10_015
+    assert (tr.labels.sum() + te.labels.sum()).item() == 1113 + 514 + 327
+    with zipfile.ZipFile(shared_data / "ham10000.zip") as z:
+        name = [n for n in z.namelist() if n.endswith("HAM10000_metadata.csv")][0]
+        rows = list(csv.DictReader(io.StringIO(z.read(name).decode())))
+    splits = {}
+    for r in rows:
+        splits.setdefault(r["lesion_id"], set()).add(_ham_split_of(r["lesion_id"]))
+    assert all(len(s) == 1 for s in splits.values())          # no lesion in both splits
+    assert 0.15 < len(te) / 10_015 < 0.25
+
+
+def test_imagenette_zip(shared_data):
+    d = load_dataset("imagenette", "val", root=shared_data, image_size=32)
+    assert len(d) == 3925 and d.classes[7] == "gas pump" and d.images.shape[1] == 3
