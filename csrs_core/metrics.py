@@ -47,21 +47,23 @@ def eps_curve(table: pd.DataFrame, eps_grid) -> pd.DataFrame:
 
 def per_class(table: pd.DataFrame, eps: float, class_names=None) -> pd.DataFrame:
     """Per true class: examples, accuracy, certified accuracy at eps and Rob_cs at eps (sensitive rows)."""
-    out = []
     label = table["label"].to_numpy()
-    m = int(label.max()) + 1 if len(label) else 0
-    if class_names is not None:
-        m = len(class_names)
-    for c in range(m):
-        sub = table[label == c]
-        s = summarize(sub, eps) if len(sub) else None
-        out.append({
-            "class": c,
-            "name": class_names[c] if class_names is not None else str(c),
-            "n": len(sub),
-            "acc": s["acc"] if s else float("nan"),
-            "certified_acc": float(((sub["pred_std"] == c) & (sub["r1"] > eps)).mean()) if len(sub) else float("nan"),
-            "rob_cs": s["rob_cs"] if s else float("nan"),
-            "sensitive": bool(sub["sensitive"].any()) if len(sub) else False,
+    m = len(class_names) if class_names is not None else (int(label.max()) + 1 if len(label) else 0)
+    correct = table["pred_std"].to_numpy() == label
+    sensitive = table["sensitive"].to_numpy()
+
+    def per(mask):
+        return np.bincount(label[mask], minlength=m).astype(float)
+
+    n = per(np.ones(len(label), bool))
+    n_sens = per(sensitive)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.DataFrame({
+            "class": np.arange(m),
+            "name": list(class_names) if class_names is not None else [str(c) for c in range(m)],
+            "n": n.astype(int),
+            "acc": per(correct) / n,
+            "certified_acc": per(correct & (table["r1"].to_numpy() > eps)) / n,
+            "rob_cs": np.where(n_sens > 0, per(table["cost_robust_radius"].to_numpy() > eps) / n_sens, np.nan),
+            "sensitive": n_sens > 0,
         })
-    return pd.DataFrame(out)
