@@ -76,7 +76,8 @@ def list_jobs(root) -> list[dict]:
 def start_job(root, kind: str, args: list[str], out: str) -> str:
     """Start `python -m csrs_core <args> --progress ...` in the background; refuses a second active
     job writing the same output. Returns the job id."""
-    out_key = str(Path(out).resolve().with_suffix(""))
+    out_key = str(Path(out).resolve())
+    out_key = out_key[:-3] if out_key.endswith(".pt") else out_key
     for job in list_jobs(root):
         if job["state"] in ACTIVE and job.get("out_key") == out_key:
             raise JobError(f"job {job['id']} is already writing {out}; wait for it or cancel it")

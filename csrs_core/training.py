@@ -82,7 +82,7 @@ class TrainConfig:
     @property
     def checkpoint_path(self) -> Path:
         p = Path(self.out)
-        return p if p.suffix == ".pt" else p.with_suffix(".pt")
+        return p if p.suffix == ".pt" else p.with_name(p.name + ".pt")
 
     @property
     def progress_path(self) -> Path:

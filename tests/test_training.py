@@ -94,3 +94,9 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert read_checkpoint(tmp_path / "ddp.pt")["meta"]["epochs_done"] == 1
+
+
+def test_output_names_with_dots_keep_their_full_name(tmp_path):
+    assert _cfg(tmp_path, "cohen-r-w1.1").checkpoint_path.name == "cohen-r-w1.1.pt"
+    assert _cfg(tmp_path, "m.pt").checkpoint_path.name == "m.pt"
+    assert _cfg(tmp_path, "cohen-r-w1.1").progress_path.name == "cohen-r-w1.1.progress.jsonl"
