@@ -103,6 +103,14 @@ def cached_records(checkpoint) -> list[tuple[Path, dict]]:
     return sorted(out, key=lambda pm: -pm[1].get("created", 0))
 
 
+def main_record_path(checkpoint) -> Path | None:
+    """The cached certification shown by default: the one with the most examples, newest among equals."""
+    records = cached_records(checkpoint)
+    if not records:
+        return None
+    return max(records, key=lambda pm: (pm[1].get("num_examples", 0), pm[1].get("created", 0)))[0]
+
+
 def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, batch: int = 1000,
                    seed: int = 0, sigma: float | None = None, device: str = "auto", precision: str = "fp32",
                    progress: ProgressLog | None = None) -> CountsRecord | None:

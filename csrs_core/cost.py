@@ -119,9 +119,6 @@ class CostMatrix:
             raise CostMatrixError('cost matrix JSON must be {"matrix": [[0, 1, ...], ...]} or a list of rows')
         return cls(obj["matrix"], obj.get("class_names"))
 
-    def with_class_names(self, names) -> "CostMatrix":
-        return CostMatrix(self.matrix, names)
-
     def __eq__(self, other):
         return isinstance(other, CostMatrix) and np.array_equal(self.matrix, other.matrix)
 

@@ -5,22 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from csrs_core.cache import cached_records, load_record
+from csrs_core.cache import load_record, main_record_path
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.cost import parse_cost
 from csrs_core.metrics import summarize
 
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
-
-
-def best_record(checkpoint):
-    """The cached certification with the most examples (newest among equals), or None."""
-    records = cached_records(checkpoint)
-    if not records:
-        return None
-    path, _ = max(records, key=lambda pm: (pm[1].get("num_examples", 0), pm[1].get("created", 0)))
-    return load_record(path)
 
 
 def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode: str = "sound") -> pd.DataFrame:
@@ -31,7 +22,8 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
             meta = read_meta(ckpt)
         except CheckpointError:
             continue
-        record = best_record(ckpt)
+        path = main_record_path(ckpt)
+        record = load_record(path) if path else None
         if record is None:
             continue
         cost = parse_cost(cost_spec, len(meta["classes"]), meta["classes"])

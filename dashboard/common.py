@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from csrs_core.cache import cached_records, load_record
+from csrs_core.cache import load_record, main_record_path
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.cost import CostMatrix, CostMatrixError
@@ -57,12 +57,9 @@ def _record(path: str, mtime: float):
 
 
 def best_record(checkpoint: Path):
-    """The cached certification with the most examples, or None."""
-    recs = cached_records(checkpoint)
-    if not recs:
-        return None
-    path, _ = max(recs, key=lambda pm: (pm[1].get("num_examples", 0), pm[1].get("created", 0)))
-    return _record(str(path), path.stat().st_mtime)
+    """The checkpoint's main cached certification (see csrs_core.cache.main_record_path), or None."""
+    path = main_record_path(checkpoint)
+    return _record(str(path), path.stat().st_mtime) if path else None
 
 
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):

@@ -21,8 +21,8 @@ if [[ $what == cifar10 || $what == all ]]; then
   $PY -m csrs_core train --method cs-macer "${common[@]}" "${warm[@]}" --cost 'pairwise:3>5' --lam 3 --gamma1 4 \
       --gamma2 16 --out $D/cs-macer-pair3to5
   for m in cohen cohen-r macer cs-macer-seed3 cs-macer-pair3to5; do
-    $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset cifar10-jpeg --split test --per-class 100 \
-        --n0 100 --n 1000 --alpha 0.001 --batch 500 --cost seedwise:3 --threads "$T" \
+    $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset cifar10-jpeg --split test --per-class 50 \
+        --n0 100 --n 1000 --alpha 0.001 --batch 256 --cost seedwise:3 --threads "$T" \
         --save-sample $D/test-sample.npz
   done
 fi
@@ -35,13 +35,13 @@ if [[ $what == ham10000 || $what == all ]]; then
     $PY -m csrs_core train --method cohen-r "${common[@]}" --cost 'pairwise:1>0' --weight $w --epochs 3 \
         --batch 128 --lr 0.01 --init $D/cohen.pt --out $D/cohen-r-w$w
   done
-  warm=(--gauss-num 8 --batch 64 --lr 0.01 --epochs 3 --init $D/cohen.pt)
+  warm=(--gauss-num 8 --batch 64 --lr 0.01 --epochs 2 --max-steps-per-epoch 60 --init $D/cohen.pt)
   $PY -m csrs_core train --method macer "${common[@]}" "${warm[@]}" --lam 12 --gamma 8 --out $D/macer
   $PY -m csrs_core train --method cs-macer "${common[@]}" "${warm[@]}" --cost 'pairwise:1>0' --lam 3 --gamma1 4 \
       --gamma2 16 --out $D/cs-macer
   for m in cohen cohen-r-w1.1 cohen-r-w1.2 macer cs-macer; do
     $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset ham10000 --image-size 32 --split test \
-        --num-examples 500 --n0 100 --n 1000 --alpha 0.001 --batch 500 --cost 'pairwise:1>0' --eps 0.5 \
+        --num-examples 500 --n0 100 --n 1000 --alpha 0.001 --batch 256 --cost 'pairwise:1>0' --eps 0.5 \
         --threads "$T" --save-sample $D/test-sample.npz
   done
 fi
