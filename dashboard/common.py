@@ -106,7 +106,7 @@ def current_cost(case: str, classes: list[str]) -> CostMatrix:
             default_seed = 3 if len(classes) == 10 else len(classes) - 1
             cost = (CostMatrix.seedwise(len(classes), [default_seed], classes) if len(classes) > 2
                     else CostMatrix.pairwise(2, {1: [0]}, classes))
-        st.session_state[key] = cost
+        set_cost(case, cost)
     return st.session_state[key]
 
 

@@ -47,7 +47,7 @@ def tradeoff(summary: pd.DataFrame) -> go.Figure:
     if len(front) > 1:
         fig.add_scatter(x=front.rob_cs, y=front.acc, mode="lines", name="Pareto front", line=dict(color="grey", dash="dot"))
     fig.update_layout(xaxis_title="certified cost-sensitive robustness Rob_cs(ε)", yaxis_title="overall accuracy Acc",
-                      margin=dict(t=30))
+                      xaxis_range=[-0.02, 1.02], yaxis_range=[0, 1.05], margin=dict(t=30))
     return fig
 
 
