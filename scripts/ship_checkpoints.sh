@@ -39,7 +39,7 @@ if [[ $what == ham10000 || $what == all ]]; then
   $PY -m csrs_core train --method macer "${common[@]}" "${warm[@]}" --lam 12 --gamma 8 --out $D/macer
   $PY -m csrs_core train --method cs-macer "${common[@]}" "${warm[@]}" --cost 'pairwise:1>0' --lam 3 --gamma1 4 \
       --gamma2 16 --out $D/cs-macer
-  for m in cohen cohen-r-w1.1 cohen-r-w1.2 macer cs-macer; do
+  for m in cohen cs-macer cohen-r-w1.2 macer cohen-r-w1.1; do
     $PY -m csrs_core certify --checkpoint $D/$m.pt --dataset ham10000 --image-size 32 --split test \
         --num-examples 500 --n0 100 --n 1000 --alpha 0.001 --batch 256 --cost 'pairwise:1>0' --eps 0.5 \
         --threads "$T" --save-sample $D/test-sample.npz
