@@ -5,7 +5,6 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-import torchvision
 
 from csrs_core import CSRSError
 
@@ -96,6 +95,7 @@ def resnet110(num_classes):
 
 @register("resnet18")
 def resnet18(num_classes):
+    import torchvision  # imported here: it adds seconds to every CLI start
     return torchvision.models.resnet18(weights=None, num_classes=num_classes)
 
 

@@ -1,0 +1,32 @@
+"""The shipped checkpoints: loadable, certified, and their test samples hit the committed caches."""
+from pathlib import Path
+
+import pytest
+
+from csrs_core.cache import certify_counts, main_record_path
+from csrs_core.checkpoints import list_checkpoints, load_model
+from csrs_core.data import load_dataset
+from csrs_core.report import report_table
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+CASES = {"cifar10": ("seedwise:3", 10), "ham10000": ("pairwise:1>0", 2)}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_shipped_checkpoint_has_a_certification(case):
+    cost, m = CASES[case]
+    ckpts = list_checkpoints(SHIPPED / case)
+    assert len(ckpts) >= 5
+    table = report_table(SHIPPED / case, cost, eps=0.25)
+    assert len(table) == len(ckpts) and table.acc.between(0, 1).all()
+    for path in ckpts:
+        model, meta = load_model(path)
+        assert len(meta["classes"]) == m and meta["epochs_done"] == meta["epochs"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_shipped_sample_reuses_the_committed_counts(case):
+    sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
+    ckpt = list_checkpoints(SHIPPED / case)[0]
+    rec = certify_counts(ckpt, sample, n0=100, n=1000)
+    assert rec.from_cache and main_record_path(ckpt).stem == rec.meta["key"]
