@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from csrs_core.data import DatasetError, ImageSet, load_dataset
+from csrs_core.data import DatasetError, load_dataset
 
 
 def test_synthetic_is_deterministic_and_in_range():

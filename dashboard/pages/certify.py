@@ -1,5 +1,4 @@
 """Certify: sample stage-A counts for checkpoints as background jobs; results land in the cache."""
-import re
 
 import streamlit as st
 import torch
