@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 import zipfile
@@ -14,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
 from csrs_core.atomic import atomic_write_npz
 from csrs_core.checkpoints import file_digest, load_model
 from csrs_core.data import ImageSet
-from csrs_core.device import pick_device
+from csrs_core.device import distributed_setup
 from csrs_core.progress import ProgressLog
 from csrs_core.sampling import sample_counts
 
@@ -129,13 +127,7 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
         if record is not None:
             progress.write("cached", done=len(record.labels), total=len(record.labels), file=str(final))
             return record
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    dev = pick_device(device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    world, rank, dev = distributed_setup(device)
     N, m = len(data), data.num_classes
     labels = data.labels.numpy()
     meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
+import torch.distributed as dist
 
 from csrs_core import CSRSError
 
@@ -33,3 +35,16 @@ def autocast(device: torch.device, precision: str):
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
+
+
+def distributed_setup(device_name: str | None = "auto") -> tuple[int, int, torch.device]:
+    """(world size, rank, device) under torchrun (process group joined: NCCL on GPUs, gloo on CPU),
+    or (1, 0, device) in a plain run; each rank of a multi-GPU run gets its LOCAL_RANK GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    device = pick_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return world, rank, device

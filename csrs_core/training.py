@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from csrs_core import CSRSError
 from csrs_core.checkpoints import load_model, read_checkpoint, save_checkpoint
 from csrs_core.cost import CostMatrix, parse_cost
 from csrs_core.data import load_dataset
-from csrs_core.device import autocast, pick_device, set_threads
+from csrs_core.device import autocast, distributed_setup, set_threads
 from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
 from csrs_core.models import build_model
 from csrs_core.progress import ProgressLog
@@ -142,21 +140,10 @@ class _StopFlag:
                 pass
 
 
-def _distributed():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    return world, rank
-
-
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) per cfg; returns the final checkpoint metadata."""
     set_threads(cfg.threads)
-    world, rank = _distributed()
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    world, rank, device = distributed_setup(cfg.device)
     log = ProgressLog(cfg.progress_path if rank == 0 else None)
     data = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
     cost = parse_cost(cfg.cost, data.num_classes, data.classes)

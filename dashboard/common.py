@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from csrs_core.cache import load_record, main_record_path
+from csrs_core.cache import cert_dir, load_record, main_record_path
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.cost import CostMatrix, CostMatrixError
@@ -56,10 +56,18 @@ def _record(path: str, mtime: float):
     return load_record(path)
 
 
-def best_record(checkpoint: Path):
-    """The checkpoint's main cached certification (see csrs_core.cache.main_record_path), or None."""
+@st.cache_data(show_spinner=False, max_entries=256)
+def _main_record_path(checkpoint: str, certs_mtime: float) -> str | None:
     path = main_record_path(checkpoint)
-    return _record(str(path), path.stat().st_mtime) if path else None
+    return str(path) if path else None
+
+
+def best_record(checkpoint: Path):
+    """The checkpoint's main cached certification (see csrs_core.cache.main_record_path), or None;
+    the cache folder is re-read only when its contents change (its modification time)."""
+    certs = cert_dir(checkpoint)
+    path = _main_record_path(str(checkpoint), certs.stat().st_mtime if certs.is_dir() else 0.0)
+    return _record(path, Path(path).stat().st_mtime) if path else None
 
 
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
