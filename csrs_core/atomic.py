@@ -35,4 +35,4 @@ def atomic_write_text(path, text: str) -> None:
 def atomic_write_npz(path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez_compressed(fh, **arrays)

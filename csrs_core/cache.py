@@ -9,6 +9,7 @@ import json
 import time
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class CountsRecord:
     indices: np.ndarray
     meta: dict
     from_cache: bool = False
+    reused: int = 0  # examples taken from an overlapping cached sample instead of sampled
 
 
 def cert_dir(checkpoint) -> Path:
@@ -75,7 +77,7 @@ def _read(path):
             raise ValueError("digest mismatch")
         arrays["meta"] = json.loads(str(arrays["meta"]))
         return arrays
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as exc:
         warnings.warn(f"cache file {path} is corrupt ({exc}); it will be recomputed")
         return None
 
@@ -109,6 +111,29 @@ def main_record_path(checkpoint) -> Path | None:
     return max(records, key=lambda pm: (pm[1].get("num_examples", 0), pm[1].get("created", 0)))[0]
 
 
+def _reuse_overlapping(checkpoint, key: dict, data: ImageSet, counts0, counts, done) -> int:
+    """Fill rows of examples already certified under the same key in another cached sample of
+    this checkpoint (e.g. a 500-image sample inside a 1,000-image one). A row is taken only when
+    that sample's images, gathered from `data`, hash to the digest it was made from, so reused
+    counts are exactly what sampling them again would give. Returns the number of rows filled."""
+    same = ("checkpoint_sha256", "dataset", "split", "sigma", "n0", "n", "seed", "precision")
+    position = {int(i): p for p, i in enumerate(data.indices)}
+    filled = 0
+    for path, meta in cached_records(checkpoint):
+        if any(meta.get(f) != key[f] for f in same) or done.all():
+            continue
+        record = load_record(path)
+        if record is None or not all(int(i) in position for i in record.indices):
+            continue
+        rows = np.array([position[int(i)] for i in record.indices], dtype=np.int64)
+        if data.subset(rows).content_digest() != meta.get("content_sha256"):
+            continue
+        new = ~done[rows]
+        counts0[rows[new]], counts[rows[new]], done[rows[new]] = record.counts0[new], record.counts[new], True
+        filled += int(new.sum())
+    return filled
+
+
 def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, batch: int = 1000,
                    seed: int = 0, sigma: float | None = None, device: str = "auto", precision: str = "fp32",
                    progress: ProgressLog | None = None) -> CountsRecord | None:
@@ -137,6 +162,7 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
     old = _read(shard) if shard.exists() else None
     if old is not None and old["counts"].shape == (N, m):
         counts0, counts, done = old["counts0"], old["counts"], old["done"]
+    reused = _reuse_overlapping(checkpoint, key, data, counts0, counts, done)
     mine = [p for p in range(N) if p % world == rank and not done[p]]
     total = len(mine) * (n0 + n)
     state = {"samples": 0, "t0": time.time(), "last": 0.0}
@@ -150,7 +176,8 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
             progress.write("progress", done=state["samples"], total=total, samples_per_s=rate,
                            eta_s=(total - state["samples"]) / max(rate, 1e-9))
 
-    progress.write("start", examples=len(mine), total=total, device=str(dev), resumed=int(done.sum()))
+    progress.write("start", examples=len(mine), total=total, device=str(dev), resumed=int(done.sum()) - reused,
+                   reused=reused)
     for start in range(0, len(mine), CHUNK):
         part = mine[start:start + CHUNK]
         c0, c = sample_counts(model, data.images, data.indices, m, sigma, n0, n, batch, seed, dev,
@@ -175,4 +202,4 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = 100, n: int = 10000, ba
     for s in shards:
         s.unlink(missing_ok=True)
     progress.write("done", done=total, total=total, file=str(final))
-    return CountsRecord(counts0, counts, labels, np.asarray(data.indices), meta)
+    return CountsRecord(counts0, counts, labels, np.asarray(data.indices), meta, reused=reused)

@@ -93,6 +93,17 @@ def resnet110(num_classes):
     return CifarResNet(110, num_classes)
 
 
+def _pooled(depth: int, factor: int):
+    """A CIFAR ResNet behind a factor×factor average pool: for larger inputs (HAM10000 at 64×64),
+    it sees the image at 1/factor the size, where the smoothing noise has std sigma/factor."""
+    return lambda num_classes: nn.Sequential(nn.AvgPool2d(factor), CifarResNet(depth, num_classes))
+
+
+for _depth in (8, 20):
+    for _factor in (2, 4):
+        register(f"resnet{_depth}-pool{_factor}")(_pooled(_depth, _factor))
+
+
 @register("resnet18")
 def resnet18(num_classes):
     import torchvision  # imported here: it adds seconds to every CLI start

@@ -16,6 +16,14 @@ def test_registry_and_shapes():
         assert build_model(arch, 7, [0.5] * 3, [0.2] * 3)(torch.rand(2, 3, size, size)).shape == (2, 7)
 
 
+def test_pooled_resnet_is_the_resnet_on_the_pooled_image():
+    pooled = build_model("resnet8-pool4", 2, [0.5] * 3, [0.2] * 3).eval()
+    plain = build_model("resnet8", 2, [0.5] * 3, [0.2] * 3).eval()
+    plain[1].load_state_dict(pooled[1][1].state_dict())
+    x = torch.rand(3, 3, 64, 64)
+    torch.testing.assert_close(pooled(x), plain(torch.nn.functional.avg_pool2d(x, 4)))
+
+
 def test_round_trip(tmp_path):
     model = build_model("resnet8", 3, META["mean"], META["std"])
     save_checkpoint(tmp_path / "m.pt", model, META)

@@ -77,7 +77,7 @@ def test_bad_json_import_gives_a_message(root, monkeypatch):
 
 def test_eps_beyond_sampling_limit_is_flagged(root, monkeypatch):
     at = _app(root, monkeypatch)
-    at.number_input(key="eps").set_value(2.0).run()
+    at.number_input(key="eps::synth").set_value(2.0).run()
     assert any("sampling budget" in w.value for w in at.warning)
 
 
@@ -104,3 +104,14 @@ def test_other_pages_render(root, monkeypatch, page):
     at = _app(root, monkeypatch)
     at.switch_page(page).run()
     assert not at.exception, at.exception
+
+
+def test_switching_to_the_shipped_medical_case(monkeypatch):
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints"
+    at = _app(shipped, monkeypatch)
+    at.sidebar.selectbox(key="case").select("ham10000").run()
+    assert not at.exception, at.exception
+    labels = " ".join(m.value for m in at.markdown)
+    assert "benign" in labels and "malignant" in labels
+    assert at.query_params["case"] in ("ham10000", ["ham10000"])
+    assert len(at.dataframe[0].value) >= 5 and at.number_input(key="eps::ham10000").value == 0.5

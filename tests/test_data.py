@@ -1,8 +1,9 @@
 """Data loaders: synthetic always; the real data sets where ../shared/data exists (else skipped)."""
 import numpy as np
 import pytest
+import torch
 
-from csrs_core.data import DatasetError, load_dataset
+from csrs_core.data import DatasetError, ImageSet, load_dataset
 
 
 def test_synthetic_is_deterministic_and_in_range():
@@ -39,6 +40,25 @@ def test_image_folder_and_sample_round_trip(tmp_path):
     s = load_dataset(f"sample:{tmp_path / 's.npz'}")
     assert s.indices.tolist() == [1, 4] and s.name.startswith("imagefolder:") and s.classes == ["cat", "dog"]
     assert s.content_digest() == d.subset([1, 4]).content_digest()
+
+
+def test_sample_files_are_lossless_and_compact(tmp_path):
+    ramp = torch.arange(32, dtype=torch.uint8)[None, None, :, None] * 7 + torch.arange(32, dtype=torch.uint8)
+    images = (ramp + torch.arange(8, dtype=torch.uint8)[:, None, None, None] * 20).expand(8, 3, 32, 32).contiguous()
+    d = ImageSet("smooth", "test", images, torch.arange(8) % 2, ["a", "b"])
+    d.save_sample(tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz") as z:
+        assert "webp" in z.files and "images" not in z.files
+        assert z["webp"].nbytes < d.images.numpy().nbytes
+    assert load_dataset(f"sample:{tmp_path / 's.npz'}").content_digest() == d.content_digest()
+    noise = load_dataset("synthetic", "test")  # incompressible: WebP would be larger, so stored raw
+    grey = noise.subset(np.arange(4))
+    grey.images = grey.images[:, :1].contiguous()  # not RGB: stored raw
+    for other, name in ((noise, "n.npz"), (grey, "g.npz")):
+        other.save_sample(tmp_path / name)
+        with np.load(tmp_path / name) as z:
+            assert "images" in z.files
+        assert load_dataset(f"sample:{tmp_path / name}").content_digest() == other.content_digest()
 
 
 def test_cifar10_jpeg_zip(shared_data):

@@ -118,3 +118,29 @@ def test_cuda_sampling_matches_cpu_closely(synthetic_checkpoint, data, precision
     assert gpu.sum() == cpu.sum()
     # different generators (CUDA vs CPU): agreement in distribution, not sample by sample
     assert np.abs(gpu.argmax(1) - cpu.argmax(1)).sum() <= 2
+
+
+def test_growing_a_sample_reuses_the_overlap_exactly(synthetic_checkpoint, tmp_path):
+    import shutil
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(synthetic_checkpoint, ckpt)
+    full = load_dataset("synthetic", "test")
+    small = full.subset(select_examples(full.labels.numpy(), per_class=2))
+    large = full.subset(select_examples(full.labels.numpy(), per_class=4))
+    assert set(small.indices) < set(large.indices)
+    first = certify_counts(ckpt, small, n0=10, n=40, batch=64)
+    grown = certify_counts(ckpt, large, n0=10, n=40, batch=64)
+    assert grown.reused == len(small) and not grown.from_cache
+    model, _ = load_model(ckpt)
+    ref0, ref = sample_counts(model, large.images, large.indices, 4, 0.25, 10, 40, 64)
+    np.testing.assert_array_equal(grown.counts, ref)
+    np.testing.assert_array_equal(grown.counts0, ref0)
+    # another sigma, or images that differ from the ones the cached counts came from: nothing reused
+    assert certify_counts(ckpt, large, n0=10, n=40, batch=64, sigma=0.3).reused == 0
+    (cert_dir(ckpt) / next(p.name for p, m in cached_records(ckpt) if m["num_examples"] == len(large)
+                           and m["sigma"] == 0.25)).unlink()
+    altered = large.subset(np.arange(len(large)))
+    shared = int(np.flatnonzero(np.isin(large.indices, small.indices))[0])
+    altered.images[shared] = 255 - altered.images[shared]
+    assert certify_counts(ckpt, altered, n0=10, n=40, batch=64).reused == 0
+    assert first.counts.shape[0] == len(small)

@@ -29,8 +29,8 @@ if not available:
 cost = cost_editor(case, current_cost(case, classes))
 picked = st.multiselect("Checkpoints", available, default=available, key=f"picked::{case}")
 c1, c2, c3, c4 = st.columns(4)
-eps = c1.number_input("ε (ℓ2 radius)", min_value=0.0, max_value=4.0, value=0.5 if len(classes) == 2 else 0.25,
-                      step=0.05, key="eps")
+sigma = records[available[0]].meta["sigma"]  # the paper's tables report ε = σ; a sensible first view
+eps = c1.number_input("ε (ℓ2 radius)", min_value=0.0, max_value=4.0, value=float(sigma), step=0.05, key=f"eps::{case}")
 alpha = c2.select_slider("α (failure probability)", [0.0001, 0.001, 0.01, 0.05], value=0.001, key="alpha")
 mode = c3.radio("Mode", ["sound", "paper"], horizontal=True, key="mode",
                 help="sound: max(R1(α/2), R2), valid with probability ≥ 1−α. "
