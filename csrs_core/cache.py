@@ -120,7 +120,9 @@ def _reuse_overlapping(checkpoint, key: dict, data: ImageSet, counts0, counts, d
     position = {int(i): p for p, i in enumerate(data.indices)}
     filled = 0
     for path, meta in cached_records(checkpoint):
-        if any(meta.get(f) != key[f] for f in same) or done.all():
+        if done.all():
+            break
+        if any(meta.get(f) != key[f] for f in same):
             continue
         record = load_record(path)
         if record is None or not all(int(i) in position for i in record.indices):

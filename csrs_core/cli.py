@@ -58,9 +58,9 @@ def cmd_certify(a):
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
                                 sigma=record.meta["sigma"], alpha=a.alpha, mode=a.mode)
     s = summarize(table, a.eps)
-    source = ("reused cached counts" if record.from_cache else
-              f"sampled, {record.reused} examples' counts reused from an overlapping cached sample,"
-              if record.reused else "sampled")
+    source = "reused cached counts" if record.from_cache else "sampled"
+    if record.reused:
+        source += f", {record.reused} examples' counts reused from an overlapping cached sample,"
     print(f"{source} ({len(table)} examples, n0={a.n0}, n={a.n}, sigma={record.meta['sigma']}, "
           f"{time.time() - t0:.1f} s); cost {cost.describe()}, mode {a.mode}, alpha {a.alpha}, eps {a.eps}")
     print(f"Acc {s['acc']:.3f}  Rob_cs {s['rob_cs']:.3f}  Rob_std {s['rob_std']:.3f}  Rob_non {s['rob_non']:.3f}"
