@@ -6,17 +6,18 @@ PORT   ?= 8501
 
 .PHONY: run test test-slow bench setup
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=..."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port $(PORT)
+	$(VENV)/bin/csrs dashboard --port $(PORT)
 
 test: setup
 	@if command -v chromium >/dev/null; then echo "Chromium found: the real-browser tests run."; \
@@ -29,3 +30,4 @@ test-slow: setup
 bench: setup
 	$(PY) scripts/bench_certify.py
 	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_dashboard.py

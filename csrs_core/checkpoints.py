@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
+import re
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -39,33 +42,68 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict, train_state: dict 
         torch.save(payload, tmp)
 
 
-def read_checkpoint(path) -> dict:
-    """The raw payload, validated; never executes code from the file."""
+def safe_load(path):
+    """torch.load(weights_only=True) of `path`: tensors and plain containers only, never code.
+    CheckpointError saying whether the file was refused for safety or is unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "WeightsUnpickler error" in ln), "")
-        if "Unsupported global" in detail:
-            raise CheckpointError(f"{path} holds objects other than weights and metadata and was refused "
-                                  f"for safety (loading it could run code): {detail}") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {detail}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
-                              f"{str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
+        text = str(exc)
+        if re.search(r"(?i)global|blocked|not an allowed|unsupported class", text):  # any torch's wording
+            detail = next((ln.strip() for ln in text.splitlines() if re.search(r"(?i)global|blocked", ln)), "")
+            raise CheckpointError(f"{path} was refused for safety: it holds objects other than tensors and "
+                                  f"plain containers (loading it could run code). {detail}".strip()) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or not a "
+                              "PyTorch file)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or not a PyTorch "
+                              f"file): {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
+
+
+def read_checkpoint(path) -> dict:
+    """The raw payload, validated; never executes code from the file."""
+    path = Path(path)
+    payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a CSRS checkpoint (a foreign PyTorch file?); "
-                              "train with `python -m csrs_core train` or convert it to this format")
+                              "train with `csrs train`, or convert it with `csrs import` (formats: cohen, macer, cs-rs, torchvision)")
     try:
         payload["meta"] = json.loads(payload["meta_json"])
     except (KeyError, TypeError, json.JSONDecodeError):
         raise CheckpointError(f"{path} has unreadable metadata") from None
-    missing = [k for k in REQUIRED_META if k not in payload["meta"]]
+    _check_contents(path, payload)
+    return payload
+
+
+def _check_contents(path, payload: dict) -> None:
+    """CheckpointError naming the first field of the payload that has the wrong type or value."""
+    meta = payload["meta"]
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} metadata is not a JSON object")
+    missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"{path} metadata lacks {missing}")
-    return payload
+    classes = meta["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path} metadata 'classes' must be a list of at least 2 names; got {classes!r:.80}")
+    sigma = meta["sigma"]
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise CheckpointError(f"{path} metadata 'sigma' must be a finite number > 0; got {sigma!r:.40}")
+    for name in ("mean", "std"):
+        v = meta[name]
+        if (not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                or (name == "std" and min(v) <= 0)):
+            raise CheckpointError(f"{path} metadata {name!r} must be a list of finite numbers"
+                                  f"{' > 0' if name == 'std' else ''}; got {v!r:.60}")
+    for name in ("arch", "method", "dataset"):
+        if not isinstance(meta[name], str):
+            raise CheckpointError(f"{path} metadata {name!r} must be text; got {meta[name]!r:.40}")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no state dict of tensors (weights)")
 
 
 def read_meta(path) -> dict:
@@ -88,12 +126,19 @@ def load_model(path, num_classes: int | None = None):
     return model.eval(), meta
 
 
-def file_digest(path) -> str:
+@lru_cache(maxsize=512)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's content (memoised per path, size and modification time)."""
+    st = Path(path).stat()
+    return _content_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 def list_checkpoints(folder) -> list[Path]:

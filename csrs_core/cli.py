@@ -1,94 +1,99 @@
-"""Command line: python -m csrs_core certify | train | report | jobs."""
+"""Command line: csrs certify | train | report | jobs | import | dashboard (also python -m csrs_core).
+
+Exit codes: 0 success; 2 bad input (a setting out of range, a missing or unusable file: the message
+names it); 130 / 143 interrupted by SIGINT / SIGTERM (a rerun resumes); 1 any other failure."""
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 import time
 
 from csrs_core import CSRSError
+from csrs_core.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
+
+EXIT_BAD_INPUT = 2
 
 
-def _add_cert_args(p):
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", required=True, help="cifar10, cifar10-jpeg, imagenette, ham10000, "
-                   "imagefolder:PATH, sample:PATH.npz or synthetic")
-    p.add_argument("--split", default="test")
-    p.add_argument("--data-root", default=None, help="folder holding the data sets (default $CSRS_DATA or ./data)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--num-examples", type=int, default=None)
-    p.add_argument("--per-class", type=int, default=None)
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the fixed example sample")
-    p.add_argument("--n0", type=int, default=100)
-    p.add_argument("--n", type=int, default=10000)
-    p.add_argument("--alpha", type=float, default=0.001)
-    p.add_argument("--batch", type=int, default=1000)
-    p.add_argument("--sigma", type=float, default=None, help="default: the checkpoint's training sigma")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cost", default="overall")
-    p.add_argument("--mode", default="sound", choices=["sound", "paper"])
-    p.add_argument("--eps", type=float, default=0.25)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="CSV file for the per-example table")
-    p.add_argument("--save-sample", default=None, help="also write the selected examples as a .npz sample")
-    p.add_argument("--progress", default=None, help="JSON-lines progress file")
+class _Signalled(Exception):
+    def __init__(self, signum):
+        self.signum = signum
+
+
+def _raise_on_sigterm():
+    """SIGTERM stops a certification like Ctrl-C: partial counts stay, exit code 143."""
+    def handler(signum, frame):
+        raise _Signalled(signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _progress(a, path):
+    from csrs_core.progress import ProgressLog, TerminalProgress
+    return ProgressLog(path, display=None if a.quiet else TerminalProgress())
 
 
 def cmd_certify(a):
-    from csrs_core.cache import certify_counts
     from csrs_core.certify import certify_from_counts
     from csrs_core.cost import parse_cost
     from csrs_core.data import load_dataset, select_examples
     from csrs_core.device import set_threads
     from csrs_core.metrics import summarize
-    from csrs_core.progress import ProgressLog
+    from csrs_core.runner import certify_counts
 
     t0 = time.time()
-    set_threads(a.threads)
-    data = load_dataset(a.dataset, a.split, root=a.data_root, image_size=a.image_size)
-    data = data.subset(select_examples(data.labels.numpy(), a.num_examples, a.per_class, a.sample_seed))
-    cost = parse_cost(a.cost, data.num_classes, data.classes)
-    if a.save_sample:
-        data.save_sample(a.save_sample)
-    record = certify_counts(a.checkpoint, data, a.n0, a.n, a.batch, a.seed, a.sigma, a.device,
-                            a.precision, ProgressLog(a.progress))
+    s = check_settings(CERTIFY, vars(a))
+    set_threads(s["threads"])
+    _raise_on_sigterm()
+    data = load_dataset(s["dataset"], s["split"], root=s["data_root"], image_size=s["image_size"])
+    data = data.subset(select_examples(data.labels.numpy(), s["num_examples"], s["per_class"], s["sample_seed"]))
+    cost = parse_cost(s["cost"], data.num_classes, data.classes)
+    if s["save_sample"]:
+        data.save_sample(s["save_sample"])
+    command = "csrs " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if a.record_command else None
+    record = certify_counts(s["checkpoint"], data, s["n0"], s["n"], s["batch"], s["seed"], s["sigma"],
+                            s["device"], s["precision"], _progress(a, s["progress"]), command=command)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return 0
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
-                                sigma=record.meta["sigma"], alpha=a.alpha, mode=a.mode)
-    s = summarize(table, a.eps)
+                                sigma=record.meta["sigma"], alpha=s["alpha"], mode=s["mode"])
+    summary = summarize(table, s["eps"])
     source = "reused cached counts" if record.from_cache else "sampled"
     if record.reused:
-        source += f", {record.reused} examples' counts reused from an overlapping cached sample,"
-    print(f"{source} ({len(table)} examples, n0={a.n0}, n={a.n}, sigma={record.meta['sigma']}, "
-          f"{time.time() - t0:.1f} s); cost {cost.describe()}, mode {a.mode}, alpha {a.alpha}, eps {a.eps}")
-    print(f"Acc {s['acc']:.3f}  Rob_cs {s['rob_cs']:.3f}  Rob_std {s['rob_std']:.3f}  Rob_non {s['rob_non']:.3f}"
-          f"  ({s['n_sensitive']} sensitive of {s['n']})")
-    if a.out:
+        source += f" ({record.reused} examples reused from an overlapping record)"
+    print(f"{source}: {len(table)} examples, n0={s['n0']}, n={s['n']}, sigma={record.meta['sigma']}, "
+          f"precision {record.meta['precision']}, {time.time() - t0:.1f} s; record {record.path}")
+    print(f"cost {cost.describe()}, mode {s['mode']}, alpha {s['alpha']}, eps {s['eps']}")
+    print(f"Acc {summary['acc']:.3f}  Rob_cs {summary['rob_cs']:.3f}  Rob_std {summary['rob_std']:.3f}  "
+          f"Rob_non {summary['rob_non']:.3f}  ({summary['n_sensitive']} sensitive of {summary['n']})")
+    if s["out"]:
         from csrs_core.atomic import atomic_write_text
         table.insert(0, "index", record.indices)
-        atomic_write_text(a.out, table.to_csv(index=False))
+        atomic_write_text(s["out"], table.to_csv(index=False))
     return 0
 
 
 def cmd_train(a):
     from csrs_core.training import TrainConfig, train
-    cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k not in ("command", "func")})
-    meta = train(cfg)
+    cfg = TrainConfig(**{k: getattr(a, k) for k in TRAIN})
+    meta = train(cfg, display=None if a.quiet else _progress(a, None).display)
     print(f"{cfg.checkpoint_path}: {meta['epochs_done']}/{cfg.epochs} epochs")
     return 0
 
 
 def cmd_report(a):
     from csrs_core.report import report_table, to_latex
-    df = report_table(a.checkpoints, a.cost, a.eps, a.alpha, a.mode)
+    s = check_settings(REPORT, vars(a))
+    report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"])
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    df = report.table
     if df.empty:
-        raise CSRSError(f"no checkpoint with cached certifications under {a.checkpoints}")
-    if a.format == "csv":
+        raise CSRSError(f"no checkpoint with a valid certification record under {s['checkpoints']}")
+    if s["format"] == "csv":
         print(df[["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]].to_csv(index=False, float_format="%.4f"), end="")
-    elif a.format == "latex":
-        print(to_latex(df, f"Cost {a.cost}, eps = {a.eps}, mode {a.mode}"))
+    elif s["format"] == "latex":
+        print(to_latex(df, f"Cost {s['cost']}, eps = {s['eps']}, mode {s['mode']}, alpha {s['alpha']}"))
     else:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
@@ -98,64 +103,76 @@ def cmd_jobs(a):
     from csrs_core import jobs
     if a.action == "list":
         for j in jobs.list_jobs(a.root):
-            print(f"{j['id']}  {j['state']:9s}  {j['kind']:8s}  {j.get('out', '')}")
+            print(f"{j['id']}  {j['state']:9s}  {j.get('kind', '?'):8s}  {j.get('out', '')}")
     elif a.action == "cancel":
+        if not a.id:
+            raise CSRSError("jobs cancel needs a job id (see `csrs jobs list`)")
         jobs.cancel(a.root, a.id)
     return 0
 
 
+def cmd_import(a):
+    from csrs_core.importers import import_checkpoint
+    mean = [float(x) for x in a.mean.split(",")] if a.mean else None
+    std = [float(x) for x in a.std.split(",")] if a.std else None
+    sigma = TRAIN["sigma"].check(a.sigma, "--sigma")
+    meta = import_checkpoint(a.src, a.out, a.arch, a.dataset, sigma, a.format, mean, std)
+    print(f"{a.out}: {meta['arch']} on {meta['dataset']} ({len(meta['classes'])} classes), sigma {meta['sigma']}, "
+          f"from {meta.get('source_format')} file {meta.get('source_file')}")
+    return 0
+
+
+def cmd_dashboard(a):
+    from csrs_core.dashboard_launch import launch
+    return launch(a.checkpoints, a.data, a.address, a.port)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m csrs_core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="csrs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("certify", help="certify a checkpoint on a data set (stage A cached, stage B printed)")
-    _add_cert_args(p)
+    p = sub.add_parser("certify", help="certify a checkpoint on a data set (stage A stored, stage B printed)",
+                       description="Sample the smoothed classifier's votes (stage A, stored beside the checkpoint "
+                       "and reused) and print the certified metrics (stage B) for a cost matrix.")
+    add_arguments(p, CERTIFY)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--no-record-command", dest="record_command", action="store_false",
+                   help="do not store this command line in the record (it is stored to say how to re-certify)")
     p.set_defaults(func=cmd_certify)
 
-    p = sub.add_parser("train", help="train a smoothed classifier")
-    p.add_argument("--method", required=True, choices=["gaussian", "cohen-r", "macer", "cs-macer"])
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True, help="checkpoint path (NAME or NAME.pt)")
-    p.add_argument("--arch", default="resnet20")
-    p.add_argument("--sigma", type=float, default=0.25)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step"])
-    p.add_argument("--lr-step", type=int, default=30)
-    p.add_argument("--cost", default="none")
-    p.add_argument("--weight", type=float, default=1.2)
-    p.add_argument("--gauss-num", type=int, default=16)
-    p.add_argument("--lam", type=float, default=None)
-    p.add_argument("--gamma", type=float, default=8.0)
-    p.add_argument("--gamma1", type=float, default=4.0)
-    p.add_argument("--gamma2", type=float, default=16.0)
-    p.add_argument("--beta", type=float, default=16.0)
-    p.add_argument("--init", default=None, help="warm start from this checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--max-steps-per-epoch", type=int, default=None)
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--progress", default=None)
-    p.add_argument("--log-every", type=int, default=10)
+    p = sub.add_parser("train", help="train a smoothed classifier (resumable)")
+    add_arguments(p, TRAIN)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("report", help="metrics per checkpoint from cached counts")
-    p.add_argument("--checkpoints", required=True)
-    p.add_argument("--cost", required=True)
-    p.add_argument("--eps", type=float, default=0.25)
-    p.add_argument("--alpha", type=float, default=0.001)
-    p.add_argument("--mode", default="sound", choices=["sound", "paper"])
-    p.add_argument("--format", default="text", choices=["text", "csv", "latex"])
+    p = sub.add_parser("report", help="metrics per checkpoint from stored counts (no sampling)")
+    add_arguments(p, REPORT)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("jobs", help="list or cancel background jobs")
+    p = sub.add_parser("jobs", help="list or cancel background jobs started from the dashboard")
     p.add_argument("action", choices=["list", "cancel"])
-    p.add_argument("id", nargs="?")
-    p.add_argument("--root", default="checkpoints")
+    p.add_argument("id", nargs="?", help="job id (for cancel)")
+    p.add_argument("--root", default="checkpoints", help="checkpoint folder whose .jobs/ to use (default checkpoints)")
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("import", help="convert a checkpoint of Cohen et al., MACER, CS-RS or torchvision")
+    p.add_argument("src", help="the source .pth/.pt file (loaded safely: tensors only)")
+    p.add_argument("--out", required=True, help="the CSRS checkpoint to write (.pt)")
+    p.add_argument("--arch", required=True, help="architecture, e.g. resnet110 or cifar_resnet110")
+    p.add_argument("--dataset", required=True, help="data set the model was trained on (gives the class names)")
+    p.add_argument("--sigma", required=True, help="noise level σ the model was trained with")
+    p.add_argument("--format", default="auto", choices=["auto", "cohen", "macer", "cs-rs", "torchvision"],
+                   help="source layout (default auto: detected from the file)")
+    p.add_argument("--mean", default=None, help="normalisation mean, comma-separated (default: the format's)")
+    p.add_argument("--std", default=None, help="normalisation std, comma-separated (default: the format's)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("dashboard", help="open the dashboard (loopback only unless --address says otherwise)")
+    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default $CSRS_CHECKPOINTS, else ./checkpoints)")
+    p.add_argument("--data", default=None, help="data folder (default $CSRS_DATA, else ./data)")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 
@@ -164,8 +181,17 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except CSRSError as exc:
+        code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (SIGINT); rerun the same command to resume", file=sys.stderr)
         return 130
+    except _Signalled as exc:
+        print(f"interrupted ({signal.Signals(exc.signum).name}); rerun the same command to resume", file=sys.stderr)
+        return 128 + exc.signum
+
+
+def main_exit() -> None:
+    """Entry point of the `csrs` command."""
+    raise SystemExit(main())

@@ -141,16 +141,20 @@ def _ints(text: str, what: str) -> list[int]:
         raise CostMatrixError(f"{what} must be comma-separated class indices; got {text!r}") from None
 
 
-def parse_cost(spec: str, m: int, class_names=None) -> CostMatrix:
+def parse_cost(spec: str, m: int, class_names=None, allow_files: bool = True) -> CostMatrix:
     """A cost matrix from a preset ('overall', 'seedwise:3', 'seedwise:2,4', 'pairwise:3>5',
-    'pairwise:3>2,4,5', several pairwise rows joined by ';'), from JSON, or from a file holding JSON."""
+    'pairwise:3>2,4,5', several pairwise rows joined by ';'), from JSON, or (allow_files) from a
+    file holding JSON. A preset with no class named is refused."""
     spec = spec.strip()
     if spec == "overall":
         cm = CostMatrix.overall(m)
     elif spec == "none":
         cm = CostMatrix.empty(m)
     elif spec.startswith("seedwise:"):
-        cm = CostMatrix.seedwise(m, _ints(spec[9:], "seedwise seeds"))
+        seeds = _ints(spec[9:], "seedwise seeds")
+        if not seeds:
+            raise CostMatrixError(f"seedwise preset names no seed class; write e.g. 'seedwise:3'; got {spec!r}")
+        cm = CostMatrix.seedwise(m, seeds)
     elif spec.startswith("pairwise:"):
         pairs: dict[int, list[int]] = {}
         for part in spec[9:].split(";"):
@@ -160,13 +164,19 @@ def parse_cost(spec: str, m: int, class_names=None) -> CostMatrix:
             seed_ids = _ints(seed, "pairwise seed")
             if len(seed_ids) != 1:
                 raise CostMatrixError(f"pairwise preset needs exactly one seed before '>'; got {seed!r}")
-            pairs.setdefault(seed_ids[0], []).extend(_ints(targets, "pairwise targets"))
+            target_ids = _ints(targets, "pairwise targets")
+            if not target_ids:
+                raise CostMatrixError(f"pairwise row {part!r} names no target class after '>'; write e.g. "
+                                      f"'pairwise:3>5'")
+            pairs.setdefault(seed_ids[0], []).extend(target_ids)
         cm = CostMatrix.pairwise(m, pairs)
     elif spec.startswith("{") or spec.startswith("["):
         cm = CostMatrix.from_json(spec)
-    elif os.path.isfile(spec):
+    elif allow_files and os.path.isfile(spec):
         with open(spec) as fh:
             cm = CostMatrix.from_json(fh.read())
+    elif allow_files and (os.sep in spec or spec.endswith(".json")):
+        raise CostMatrixError(f"cost matrix file {spec!r} does not exist")
     else:
         raise CostMatrixError(
             f"unknown cost matrix {spec!r}: use overall, seedwise:3, seedwise:2,4, pairwise:3>5, "

@@ -1,7 +1,8 @@
 """Datasets by name. Every loader returns an ImageSet: uint8 images [N, C, H, W], integer labels,
 class names, and the example indices in the original split (they seed the certification noise).
 
-Names: cifar10 | cifar10-jpeg | imagenette | ham10000 | imagefolder:PATH | sample:PATH.npz | synthetic.
+Names: the registry below (cifar10 | cifar10-jpeg | imagenette | ham10000 | imagefolder:PATH |
+synthetic) and sample:PATH.npz. Splits: train, val (held out from the training files), test.
 The data root comes from the `root` argument, else $CSRS_DATA, else ./data."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +34,6 @@ DATASET_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "ham10000": ((0.763, 0.546, 0.570), (0.141, 0.153, 0.170)),
 }
-DEFAULT_IMAGE_SIZE = {"ham10000": 64, "imagenette": 224}
 
 
 class DatasetError(CSRSError):
@@ -109,20 +110,42 @@ class _Source:
 
     def __init__(self, path: Path):
         self.path = path
-        self.zip = zipfile.ZipFile(path) if path.suffix == ".zip" else None
-        if self.zip:
+        if path.is_file():
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise DatasetError(f"{path} is not a readable zip archive ({exc}): give a zip or a folder") from None
             self.names = [n for n in self.zip.namelist() if not n.endswith("/")]
         else:
-            self.names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+            self.zip = None
+            self.names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
     def read(self, name: str) -> bytes:
         if self.zip:
             return self.zip.read(name)
         return (self.path / name).read_bytes()
 
-    def stamp(self) -> str:
-        st = self.path.stat()
-        return f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    def fingerprint(self) -> str:
+        """Changes whenever any file is added, removed or changed: every member's name, size and
+        CRC for a zip; every file's name, size and modification time for a folder."""
+        h = hashlib.sha256(str(self.path.resolve()).encode())
+        if self.zip:
+            for info in self.zip.infolist():
+                h.update(f"{info.filename}:{info.file_size}:{info.CRC}\n".encode())
+        else:
+            for name in self.names:
+                st = (self.path / name).stat()
+                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def image(self, name: str, size) -> np.ndarray:
+        """The file `name` as uint8 RGB [3, H, W] (resized to size×size when given)."""
+        try:
+            img = Image.open(io.BytesIO(self.read(name)))
+            return _to_uint8(img, size)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DatasetError(f"{name} in {self.path} is not a readable image ({exc.__class__.__name__}): "
+                               "remove it or replace it") from None
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -135,7 +158,8 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def _decode_cached(key: str, build):
-    """Decode once, keep the arrays in the user's cache folder keyed by the source's size and date."""
+    """Decode once, keep the arrays in the user's cache folder; `key` holds the source's fingerprint,
+    so any change to the files decodes again."""
     path = _cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     if path.exists():
         try:
@@ -156,8 +180,11 @@ def _image_folder(src: _Source, prefix: str, size, stem: str):
         raise DatasetError(f"no images under {prefix!r} in {src.path}: expected {stem} in the layout "
                            f"{prefix}<class>/<image>")
     classes = sorted({f[len(prefix):].split("/")[0] for f in files})
+    if len(classes) < 2:
+        raise DatasetError(f"{src.path} holds one class only ({classes[0]!r} under {prefix!r}): a classifier "
+                           "needs a folder per class, at least two")
     lookup = {c: i for i, c in enumerate(classes)}
-    arrays = [_to_uint8(Image.open(io.BytesIO(src.read(f))), size) for f in files]
+    arrays = [src.image(f, size) for f in files]
     if len({a.shape for a in arrays}) > 1:
         raise DatasetError(f"images in {src.path} have different sizes: pass --image-size to resize them")
     images = np.stack(arrays)
@@ -174,10 +201,10 @@ def _split_prefix(src: _Source, split: str, stem: str) -> str:
     raise DatasetError(f"split {split!r} not found in {src.path} (top-level entries: {tops})")
 
 
-def _load_folder_dataset(path: Path, stem: str, split: str, size):
+def _folder_split(path: Path, stem: str, folder: str, size):
     src = _Source(path)
-    prefix = _split_prefix(src, split, stem)
-    return _decode_cached(f"{stem}:{src.stamp()}:{split}:{size}",
+    prefix = _split_prefix(src, folder, stem)
+    return _decode_cached(f"{stem}:{src.fingerprint()}:{folder}:{size}",
                           lambda: _image_folder(src, prefix, size, stem))
 
 
@@ -187,19 +214,17 @@ def _load_cifar10(root: Path, split: str):
     try:
         ds = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
     except RuntimeError:
-        try:
-            ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)
-        except Exception as exc:
-            raise DatasetError(
-                f"CIFAR-10 not found and could not be downloaded ({exc.__class__.__name__}). Put "
-                f"torchvision's files at {root.resolve()}/cifar-10-batches-py/ (from "
-                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), or use --dataset cifar10-jpeg") from None
+        raise DatasetError(
+            f"CIFAR-10 not found: put torchvision's files at {root.resolve()}/cifar-10-batches-py/ (from "
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), or use --dataset cifar10-jpeg") from None
     return ds.data.transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets, dtype=np.int64), list(ds.classes)
 
 
 def _ham_split_of(lesion_id: str) -> str:
-    """Split by lesion (never the same lesion in both splits): 20% of lesions are test, by hash."""
-    return "test" if int(hashlib.sha256(lesion_id.encode()).hexdigest(), 16) % 5 == 0 else "train"
+    """Split by lesion (never the same lesion in two splits), by a hash of the lesion id:
+    20 % of lesions are test, 10 % validation, the rest training."""
+    bucket = int(hashlib.sha256(lesion_id.encode()).hexdigest(), 16) % 10
+    return "test" if bucket in (0, 5) else "val" if bucket == 1 else "train"
 
 
 def _load_ham10000(path: Path, split: str, size):
@@ -221,16 +246,16 @@ def _load_ham10000(path: Path, split: str, size):
                 continue
             if row["image_id"] not in by_id:
                 raise DatasetError(f"image {row['image_id']}.jpg listed in the metadata is missing from {path}")
-            images.append(_to_uint8(Image.open(io.BytesIO(src.read(by_id[row["image_id"]]))), size))
+            images.append(src.image(by_id[row["image_id"]], size))
             labels.append(int(dx in HAM_MALIGNANT))
         return np.stack(images), np.array(labels, dtype=np.int64), ["benign", "malignant"]
 
-    return _decode_cached(f"ham10000:{src.stamp()}:{split}:{size}", build)
+    return _decode_cached(f"ham10000:{src.fingerprint()}:{split}:{size}", build)
 
 
 def _synthetic(split: str, size: int = 16):
     """Four colour classes with pixel noise: learnable in seconds, deterministic."""
-    rng = np.random.default_rng(0 if split == "train" else 1)
+    rng = np.random.default_rng({"train": 0, "test": 1, "val": 2}[split])
     n = 256 if split == "train" else 64
     palette = np.array([[0.8, 0.2, 0.2], [0.2, 0.8, 0.2], [0.2, 0.2, 0.8], [0.5, 0.5, 0.5]])
     labels = np.arange(n) % 4
@@ -268,47 +293,132 @@ def _load_sample(path: Path) -> ImageSet:
         raise DatasetError(f"{path} is not a CSRS sample file ({exc})") from None
 
 
+# ------------------------------------------------------------------------------ the registry
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named data set: how to load a split (images, labels, classes, original indices) and its
+    normalisation. `held_out` carves a fixed validation split out of the training files."""
+    name: str
+    load: Callable            # (root, split, size, arg) -> images, labels, classes[, indices]
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    default_size: int | None = None
+    classes: tuple | None = None   # known without data files (for imports)
+    takes_path: bool = False       # name:PATH
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, **kw):
+    def wrap(fn):
+        DATASETS[name] = DatasetSpec(name, fn, **kw)
+        return fn
+    return wrap
+
+
+def _held_out(train_split, split: str, n_val: int, seed: int):
+    """Split a training set into train and a fixed, seeded validation part of n_val examples;
+    indices stay positions in the original training files (they seed the certification noise)."""
+    images, labels, classes = train_split
+    order = np.random.default_rng(seed).permutation(len(labels))
+    keep = np.sort(order[:n_val] if split == "val" else order[n_val:])
+    return images[keep], labels[keep], classes, keep
+
+
+VAL_SEED = 20260
+CIFAR10_VAL = 5000
+
+
+@register_dataset("cifar10", mean=DATASET_STATS["cifar10"][0], std=DATASET_STATS["cifar10"][1],
+                  classes=tuple(CIFAR10_CLASSES))
+def _cifar10(root, split, size, arg):
+    if split == "test":
+        return _load_cifar10(root, "test")
+    return _held_out(_load_cifar10(root, "train"), split, CIFAR10_VAL, VAL_SEED)
+
+
+@register_dataset("cifar10-jpeg", mean=DATASET_STATS["cifar10"][0], std=DATASET_STATS["cifar10"][1],
+                  classes=tuple(CIFAR10_CLASSES))
+def _cifar10_jpeg(root, split, size, arg):
+    path = _find(root, "cifar10-jpeg")
+    if split == "test":
+        return _folder_split(path, "cifar10-jpeg", "test", size)
+    return _held_out(_folder_split(path, "cifar10-jpeg", "train", size), split, CIFAR10_VAL, VAL_SEED)
+
+
+@register_dataset("imagenette", default_size=224, classes=tuple(IMAGENETTE_CLASSES))
+def _imagenette(root, split, size, arg):
+    """test: Imagenette's own val folder; val: 10 % of the train folder, held out."""
+    path = _find(root, "imagenette")
+    if split == "test":
+        images, labels, classes = _folder_split(path, "imagenette", "val", size)
+        out = images, labels, classes, None
+    else:
+        train = _folder_split(path, "imagenette", "train", size)
+        out = _held_out(train, split, len(train[1]) // 10, VAL_SEED)
+    images, labels, classes, indices = out
+    if len(classes) == len(IMAGENETTE_CLASSES):  # wnid folders, in the usual label order
+        classes = IMAGENETTE_CLASSES
+    return images, labels, classes, indices
+
+
+@register_dataset("ham10000", mean=DATASET_STATS["ham10000"][0], std=DATASET_STATS["ham10000"][1],
+                  default_size=64, classes=("benign", "malignant"))
+def _ham10000(root, split, size, arg):
+    return _load_ham10000(_find(root, "ham10000"), split, size)
+
+
+@register_dataset("imagefolder", takes_path=True)
+def _imagefolder(root, split, size, arg):
+    """PATH/<split>/<class>/<image> when PATH has split folders, else PATH/<class>/<image> for any split."""
+    path = Path(arg).expanduser()
+    if not path.exists():
+        raise DatasetError(f"image folder {path} does not exist")
+    src = _Source(path)
+    has_splits = any(n.startswith(("train/", "test/", "val/")) for n in src.names)
+    if has_splits and not any(n.startswith(f"{split}/") for n in src.names):
+        raise DatasetError(f"{path} has no {split}/ folder")
+    prefix = f"{split}/" if has_splits else ""
+    return _decode_cached(f"folder:{src.fingerprint()}:{prefix}:{size}",
+                          lambda: _image_folder(src, prefix, size, path.name))
+
+
+@register_dataset("synthetic", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), classes=("red", "green", "blue", "grey"))
+def _synthetic_set(root, split, size, arg):
+    return _synthetic(split)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def dataset_names() -> list[str]:
+    return [f"{n}:PATH" if s.takes_path else n for n, s in DATASETS.items()] + ["sample:PATH.npz"]
+
+
+def dataset_spec(spec: str) -> tuple[DatasetSpec, str | None]:
+    """The registry entry of a data set name ('imagefolder:PATH' included) and its argument."""
+    name, _, arg = spec.partition(":")
+    entry = DATASETS.get(name)
+    if entry is None or entry.takes_path != bool(arg):
+        raise DatasetError(f"unknown data set {spec!r}: use {', '.join(dataset_names())}")
+    return entry, arg or None
+
+
 def load_dataset(spec: str, split: str = "test", root=None, image_size: int | None = None) -> ImageSet:
-    """The split of a named data set, decoded into memory (decoded arrays are cached on disk)."""
+    """The split of a named data set, decoded into memory (decoded arrays are cached on disk).
+    'train' never contains the 'val' examples."""
     if spec.startswith("sample:"):
         return _load_sample(Path(spec[7:]).expanduser())
-    if split not in ("train", "test", "val"):
-        raise DatasetError(f"split must be train, test or val; got {split!r}")
-    base = data_root(root)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    size = image_size or DEFAULT_IMAGE_SIZE.get(spec)
-    if spec == "synthetic":
-        images, labels, classes = _synthetic(split)
-        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    elif spec == "cifar10":
-        images, labels, classes = _load_cifar10(base, split)
-        mean, std = DATASET_STATS["cifar10"]
-    elif spec == "cifar10-jpeg":
-        images, labels, classes = _load_folder_dataset(_find(base, "cifar10-jpeg"), "cifar10-jpeg", split, image_size)
-        mean, std = DATASET_STATS["cifar10"]
-    elif spec == "imagenette":
-        split = "val" if split == "test" else split
-        images, labels, classes = _load_folder_dataset(_find(base, "imagenette"), "imagenette", split, size)
-        if len(classes) == len(IMAGENETTE_CLASSES):  # wnid folders, in the usual label order
-            classes = IMAGENETTE_CLASSES
-    elif spec == "ham10000":
-        images, labels, classes = _load_ham10000(_find(base, "ham10000"), "test" if split == "val" else split, size)
-        mean, std = DATASET_STATS["ham10000"]
-    elif spec.startswith("imagefolder:"):
-        path = Path(spec[12:]).expanduser()
-        if not path.exists():
-            raise DatasetError(f"image folder {path} does not exist")
-        src = _Source(path)
-        has_split = any(n.startswith(f"{split}/") for n in src.names)
-        prefix = f"{split}/" if has_split else ""
-        images, labels, classes = _decode_cached(f"folder:{src.stamp()}:{prefix}:{image_size}",
-                                                 lambda: _image_folder(src, prefix, image_size, path.name))
-    else:
-        raise DatasetError(f"unknown data set {spec!r}: use cifar10, cifar10-jpeg, imagenette, ham10000, "
-                           "imagefolder:PATH, sample:PATH.npz or synthetic")
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    entry, arg = dataset_spec(spec)
+    loaded = entry.load(data_root(root), split, image_size or entry.default_size, arg)
+    images, labels, classes = loaded[:3]
+    indices = loaded[3] if len(loaded) > 3 else None
     return ImageSet(spec, split, torch.from_numpy(np.ascontiguousarray(images)),
                     torch.from_numpy(np.asarray(labels, dtype=np.int64)), [str(c) for c in classes],
-                    mean=mean, std=std)
+                    indices=indices, mean=entry.mean, std=entry.std)
 
 
 def select_examples(labels, num_examples: int | None = None, per_class: int | None = None,

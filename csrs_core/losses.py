@@ -6,36 +6,41 @@ import torch.nn.functional as F
 
 from csrs_core.cost import CostMatrix
 
-_EPS = 1e-6  # probabilities this close to 0 or 1 count as saturated: Phi^-1 = -inf / +inf
 
+def _hinge_sum(threshold: float, top: torch.Tensor, other: torch.Tensor, eligible: torch.Tensor,
+               low: float, high: float, low_open: bool = False) -> torch.Tensor:
+    """Sum over eligible rows of threshold - d, d = Phi^-1(top) - Phi^-1(other), where low <= d <= high
+    (low < d with low_open).
 
-def _phi_inv(p: torch.Tensor) -> torch.Tensor:
-    """Phi^-1(p), +-inf where p is saturated; the gradient stays finite (zero there)."""
-    value = torch.special.ndtri(p.clamp(_EPS, 1 - _EPS))
-    saturated = (p <= _EPS) | (p >= 1 - _EPS)
-    infinity = torch.where(p >= 0.5, torch.full_like(p, float("inf")), torch.full_like(p, float("-inf")))
-    return torch.where(saturated, infinity, value)
-
-
-def _finite_sum(hinge: torch.Tensor) -> torch.Tensor:
-    """Sum of the finite entries (non-finite margins are dropped, as in MACER)."""
-    return torch.where(torch.isfinite(hinge), hinge, torch.zeros_like(hinge)).sum()
+    Margins are dropped only when truly infinite (a probability exactly 0 or 1, where Phi^-1 is
+    infinite), as in MACER. The rows are selected *before* Phi^-1 is taken with gradients, so an
+    unselected row never contributes 0 * inf = NaN to the gradient (bf16 included)."""
+    finite = (top > 0) & (top < 1) & (other > 0) & (other < 1)
+    with torch.no_grad():
+        safe = lambda p: torch.where(finite, p, torch.full_like(p, 0.5))  # noqa: E731
+        d = torch.special.ndtri(safe(top)) - torch.special.ndtri(safe(other))
+        pick = eligible & finite & ((d > low) if low_open else (d >= low)) & (d <= high)
+    margin = torch.special.ndtri(top[pick]) - torch.special.ndtri(other[pick])
+    return (threshold - margin).sum()
 
 
 def _smoothed(logits: torch.Tensor, labels: torch.Tensor, beta: float):
-    """I1 (summed NLL of the soft smoothed classifier) and q, the beta-sharpened soft votes."""
-    logits = logits.float()
-    s = logits.softmax(-1).mean(1)
+    """I1 (summed NLL of the soft smoothed classifier) and q, the beta-sharpened soft votes.
+
+    q is computed in float64 (a few thousand numbers per batch): a soft vote as small as 1e-42
+    still has a finite margin, and the derivative of Phi^-1 there (~1e40) would overflow fp32 in
+    the backward pass although the gradient it contributes to the logits is of order one."""
+    s = logits.float().softmax(-1).mean(1)
     i1 = F.nll_loss(torch.log(s + 1e-10), labels, reduction="sum")
-    q = (beta * logits).softmax(-1).mean(1)
+    q = (beta * logits.double()).softmax(-1).mean(1)
     return i1, q
 
 
-def _standard_margin(q: torch.Tensor, labels: torch.Tensor):
-    """Phi^-1(q[y]) - Phi^-1(max_{k != y} q[k]) and whether the top class is y."""
+def _top_y_and_other(q: torch.Tensor, labels: torch.Tensor):
+    """q[y], max_{k != y} q[k], and whether the top class is y."""
     q_y = q.gather(1, labels[:, None])[:, 0]
     others = q.scatter(1, labels[:, None], -1.0)
-    return _phi_inv(q_y) - _phi_inv(others.max(1).values), q.argmax(1) == labels
+    return q_y, others.max(1).values, q.argmax(1) == labels
 
 
 def gaussian_loss(logits, labels):
@@ -57,10 +62,9 @@ def macer_loss(logits, labels, sigma: float, lam: float = 12.0, gamma: float = 8
     """Zhai et al.: soft smoothed NLL plus lam * sigma/2 * hinge on correct examples' margins."""
     B = labels.shape[0]
     i1, q = _smoothed(logits, labels, beta)
-    margin, correct = _standard_margin(q, labels)
-    pick = correct & (margin >= 0) & (margin <= gamma)
-    robust = _finite_sum((gamma - margin)[pick])
-    loss = (i1 + lam * sigma / 2 * robust) / B
+    q_y, q_other, correct = _top_y_and_other(q, labels)
+    robust = _hinge_sum(gamma, q_y, q_other, correct, 0.0, gamma)
+    loss = ((i1 + lam * sigma / 2 * robust) / B).float()
     return loss, {"ce": i1.item() / B, "robust": robust.item() / B}
 
 
@@ -77,19 +81,12 @@ def cs_macer_loss(logits, labels, cost: CostMatrix, sigma: float, lam: float = 3
     omega_size = omega.sum(1)
     sensitive = omega_size > 0
 
-    margin, correct = _standard_margin(q, labels)
+    q_y, q_other, correct = _top_y_and_other(q, labels)
     in_i2 = (~sensitive) | (omega_size < m - 1)
-    pick2 = in_i2 & correct & (margin > 0) & (margin <= gamma1)
-    i2 = _finite_sum((gamma1 - margin)[pick2])
+    i2 = _hinge_sum(gamma1, q_y, q_other, in_i2 & correct, 0.0, gamma1, low_open=True)
 
-    q_sens, om = q[sensitive], omega[sensitive]
-    if q_sens.numel():
-        safe_top = q_sens.masked_fill(om, -1.0).max(1).values
-        costly_top = q_sens.masked_fill(~om, -1.0).max(1).values
-        d_cs = _phi_inv(safe_top) - _phi_inv(costly_top)
-        pick3 = (d_cs >= -gamma2) & (d_cs <= gamma2)
-        i3 = _finite_sum((gamma2 - d_cs)[pick3])
-    else:
-        i3 = q.sum() * 0.0
-    loss = (i1 + lam * sigma / 2 * (i2 + i3)) / B
+    safe_top = q.masked_fill(omega, -1.0).max(1).values
+    costly_top = q.masked_fill(~omega, -1.0).max(1).values
+    i3 = _hinge_sum(gamma2, safe_top, costly_top, sensitive, -gamma2, gamma2)
+    loss = ((i1 + lam * sigma / 2 * (i2 + i3)) / B).float()
     return loss, {"ce": i1.item() / B, "i2": i2.item() / B, "i3": i3.item() / B}

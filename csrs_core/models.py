@@ -9,17 +9,26 @@ from torch import nn
 from csrs_core import CSRSError
 
 _REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
+_ALIASES: dict[str, str] = {}  # other projects' names for the same network -> the registered name
 
 
-def register(name: str):
+def register(name: str, *aliases: str):
+    """Register an architecture under `name`; `aliases` (the field's names for the identical
+    network, e.g. cifar_resnet110) resolve to it but are not listed by architectures()."""
     def wrap(fn):
         _REGISTRY[name] = fn
+        _ALIASES.update(dict.fromkeys(aliases, name))
         return fn
     return wrap
 
 
 def architectures() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def canonical_arch(arch: str) -> str:
+    """The registered name for `arch` or one of its aliases (unknown names are returned unchanged)."""
+    return _ALIASES.get(arch, arch)
 
 
 class Normalize(nn.Module):
@@ -78,17 +87,17 @@ def resnet8(num_classes):
     return CifarResNet(8, num_classes)
 
 
-@register("resnet20")
+@register("resnet20", "cifar_resnet20")
 def resnet20(num_classes):
     return CifarResNet(20, num_classes)
 
 
-@register("resnet56")
+@register("resnet56", "cifar_resnet56")
 def resnet56(num_classes):
     return CifarResNet(56, num_classes)
 
 
-@register("resnet110")
+@register("resnet110", "cifar_resnet110")
 def resnet110(num_classes):
     return CifarResNet(110, num_classes)
 
@@ -111,7 +120,8 @@ def resnet18(num_classes):
 
 
 def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-    """Normalize(mean, std) followed by the registered architecture."""
+    """Normalize(mean, std) followed by the registered architecture (aliases accepted)."""
+    arch = canonical_arch(arch)
     if arch not in _REGISTRY:
         raise CSRSError(f"unknown architecture {arch!r}; choose one of {', '.join(architectures())}")
     return nn.Sequential(Normalize(mean, std), _REGISTRY[arch](num_classes))

@@ -15,6 +15,9 @@ import torch
 from csrs_core.device import autocast
 
 NOISE_BLOCK = 500
+# Names the noise and counting scheme; part of every record's key. Change it whenever a change to
+# this module would give other counts for the same model, data, sigma, n0, n and seed.
+SAMPLING_SCHEME = "csrs-noise-v1"
 
 
 def example_seed(seed: int, index: int) -> int:

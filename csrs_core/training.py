@@ -6,7 +6,9 @@ with the same command resumes from its last checkpoint and ends where an uninter
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -21,10 +23,11 @@ from csrs_core.cost import CostMatrix, parse_cost
 from csrs_core.data import load_dataset
 from csrs_core.device import autocast, distributed_setup, set_threads
 from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
-from csrs_core.models import build_model
+from csrs_core.locks import output_lock
+from csrs_core.models import architectures, build_model
+from csrs_core.options import DEFAULT_LAMBDA, TRAIN, check_settings
 from csrs_core.progress import ProgressLog
 
-METHODS = ("gaussian", "cohen-r", "macer", "cs-macer")
 
 
 class TrainingError(CSRSError):
@@ -33,49 +36,48 @@ class TrainingError(CSRSError):
 
 @dataclass
 class TrainConfig:
+    """A training run's settings; names, defaults and ranges are csrs_core.options.TRAIN's."""
     method: str
     dataset: str
     out: str
-    arch: str = "resnet20"
-    sigma: float = 0.25
-    epochs: int = 10
-    batch: int = 64
-    lr: float = 0.1
-    schedule: str = "cosine"          # cosine | step (x0.1 every lr_step epochs)
-    lr_step: int = 30
-    cost: str = "none"
-    weight: float = 1.2
-    gauss_num: int = 16
-    lam: float | None = None          # default: 12 for macer, 3 for cs-macer
-    gamma: float = 8.0
-    gamma1: float = 4.0
-    gamma2: float = 16.0
-    beta: float = 16.0
-    init: str | None = None
-    seed: int = 0
-    image_size: int | None = None
-    max_steps_per_epoch: int | None = None
-    data_root: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    threads: int | None = None
-    progress: str | None = None
-    log_every: int = 10
+    arch: str = TRAIN["arch"].default
+    sigma: float = TRAIN["sigma"].default
+    epochs: int = TRAIN["epochs"].default
+    batch: int = TRAIN["batch"].default
+    lr: float = TRAIN["lr"].default
+    schedule: str = TRAIN["schedule"].default
+    lr_step: int = TRAIN["lr_step"].default
+    cost: str = TRAIN["cost"].default
+    weight: float = TRAIN["weight"].default
+    gauss_num: int = TRAIN["gauss_num"].default
+    lam: float | None = TRAIN["lam"].default
+    gamma: float = TRAIN["gamma"].default
+    gamma1: float = TRAIN["gamma1"].default
+    gamma2: float = TRAIN["gamma2"].default
+    beta: float = TRAIN["beta"].default
+    init: str | None = TRAIN["init"].default
+    seed: int = TRAIN["seed"].default
+    image_size: int | None = TRAIN["image_size"].default
+    max_steps_per_epoch: int | None = TRAIN["max_steps_per_epoch"].default
+    data_root: str | None = TRAIN["data_root"].default
+    device: str = TRAIN["device"].default
+    precision: str = TRAIN["precision"].default
+    threads: int | None = TRAIN["threads"].default
+    progress: str | None = TRAIN["progress"].default
+    log_every: int = TRAIN["log_every"].default
 
     # settings that may change between a run and its resumption without changing the result
-    RUNTIME_ONLY = ("out", "data_root", "device", "threads", "progress", "log_every", "epochs")
+    RUNTIME_ONLY = ("out", "data_root", "device", "threads", "progress", "log_every")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise TrainingError(f"method must be one of {METHODS}; got {self.method!r}")
+        for name, value in check_settings(TRAIN, dataclasses.asdict(self)).items():
+            setattr(self, name, value)
         if self.lam is None:
-            self.lam = 12.0 if self.method == "macer" else 3.0
+            self.lam = DEFAULT_LAMBDA.get(self.method, 0.0)
         if self.method in ("gaussian", "cohen-r"):
             self.gauss_num = 1
-        if self.schedule not in ("cosine", "step"):
-            raise TrainingError(f"schedule must be cosine or step; got {self.schedule!r}")
-        if self.epochs < 1 or self.batch < 1 or self.lr <= 0 or self.sigma <= 0:
-            raise TrainingError("epochs, batch, lr and sigma must be positive")
+        if self.arch not in architectures():
+            raise TrainingError(f"--arch = {self.arch!r} is not allowed: must be one of {', '.join(architectures())}")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -87,8 +89,11 @@ class TrainConfig:
         return Path(self.progress) if self.progress else self.checkpoint_path.with_suffix(".progress.jsonl")
 
     def identity(self) -> dict:
+        """The settings that define the result. The step schedule does not depend on the number of
+        epochs, so a step-schedule run may be extended; a cosine one may not (its lr would jump)."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in self.RUNTIME_ONLY}
+        skip = self.RUNTIME_ONLY + (("epochs",) if self.schedule == "step" else ())
+        return {k: v for k, v in d.items() if k not in skip}
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -124,15 +129,25 @@ def compute_loss(cfg: TrainConfig, logits, labels, cost: CostMatrix):
                          gamma2=cfg.gamma2, beta=cfg.beta)
 
 
+class TrainingInterrupted(TrainingError):
+    """A signal stopped the run after its last complete epoch was checkpointed; rerunning the same
+    command resumes. exit_code is 128 + the signal number, as a shell reports it."""
+
+    def __init__(self, signum: int, epoch: int):
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} in epoch {epoch + 1}; the last "
+                         f"checkpoint holds {epoch} epochs; rerun the same command to resume")
+
+
 class _StopFlag:
-    """Set by SIGTERM/SIGINT: the run stops at the next step boundary after checkpointing."""
+    """Records SIGTERM/SIGINT: the run stops at the next step boundary."""
 
     def __init__(self):
-        self.stop = False
+        self.signum = None
 
     def install(self):
         def handler(signum, frame):
-            self.stop = True
+            self.signum = signum
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 signal.signal(sig, handler)
@@ -140,11 +155,19 @@ class _StopFlag:
                 pass
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) per cfg; returns the final checkpoint metadata."""
+def train(cfg: TrainConfig, display=None) -> dict:
+    """Train (or resume) per cfg; returns the final checkpoint metadata. One writer per output
+    (a lock beside it); a signal raises TrainingInterrupted after the last epoch checkpoint."""
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 is the writer
+        return _train(cfg, display)
+    with output_lock(cfg.checkpoint_path):
+        return _train(cfg, display)
+
+
+def _train(cfg: TrainConfig, display) -> dict:
     set_threads(cfg.threads)
     world, rank, device = distributed_setup(cfg.device)
-    log = ProgressLog(cfg.progress_path if rank == 0 else None)
+    log = ProgressLog(cfg.progress_path if rank == 0 else None, display=display if rank == 0 else None)
     data = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
     cost = parse_cost(cfg.cost, data.num_classes, data.classes)
 
@@ -155,9 +178,12 @@ def train(cfg: TrainConfig) -> dict:
             "method": cfg.method, "mean": list(data.mean), "std": list(data.std),
             "image_size": list(data.images.shape[-2:]), "cost": cost.to_json(),
             "hyperparameters": cfg.identity(), "epochs": cfg.epochs, "epochs_done": 0, "history": []}
-    start_epoch = _resume_or_init(cfg, model, opt, meta, data.num_classes)
+    start_epoch, state = _resume_or_init(cfg, model, opt, meta, data.num_classes)
     model.to(device).to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     stopper = _StopFlag()
     stopper.install()
 
@@ -166,7 +192,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
     if steps < 1:
-        raise TrainingError(f"batch {cfg.batch} is larger than the training set ({n} images)")
+        raise TrainingError(f"--batch {cfg.batch} is larger than the training set ({n} images)")
     if start_epoch >= cfg.epochs:
         log.write("done", epoch=start_epoch, message="already trained: nothing to do")
         return meta
@@ -174,30 +200,36 @@ def train(cfg: TrainConfig) -> dict:
               resumed=start_epoch > 0)
     t_run = time.time()
     for epoch in range(start_epoch, cfg.epochs):
-        stats = _run_epoch(cfg, net, opt, data, cost, device, epoch, steps, world, rank, log, stopper)
-        if stats is None:
-            log.write("stopped", epoch=epoch, message=f"stopped on request; resumes from epoch {epoch}")
-            return meta
-        meta["history"].append(stats)
-        meta["epochs_done"] = epoch + 1
-        if rank == 0:
-            save_checkpoint(cfg.checkpoint_path, model, meta,
-                            train_state={"optimizer": opt.state_dict(), "epoch": epoch + 1})
-        log.write("epoch", **stats)
-        if stopper.stop and epoch + 1 < cfg.epochs:
-            log.write("stopped", epoch=epoch + 1, message="stopped on request after checkpointing")
-            return meta
+        stats = _run_epoch(cfg, net, opt, scaler, data, cost, device, epoch, steps, world, rank, log, stopper)
+        if stats is not None:
+            meta["history"].append(stats)
+            meta["epochs_done"] = epoch + 1
+            if rank == 0:
+                save_checkpoint(cfg.checkpoint_path, model, meta,
+                                train_state={"optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                                             "epoch": epoch + 1})
+            log.write("epoch", **stats)
+        if stopper.signum is not None and meta["epochs_done"] < cfg.epochs:
+            error = TrainingInterrupted(stopper.signum, meta["epochs_done"])
+            log.write("interrupted", epoch=meta["epochs_done"], message=str(error))
+            raise error
     log.write("done", epoch=cfg.epochs, checkpoint=str(cfg.checkpoint_path), seconds=time.time() - t_run)
     return meta
 
 
-def _resume_or_init(cfg, model, opt, meta, num_classes) -> int:
-    """Load the run's own checkpoint to resume (same settings only), else the warm start, if any."""
+def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
+    """Load the run's own checkpoint to resume (same settings only), else the warm start, if any;
+    (first epoch to run, the saved training state)."""
     path = cfg.checkpoint_path
     if path.exists():
         payload = read_checkpoint(path)
         old = payload["meta"].get("hyperparameters", {})
         diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+        if "epochs" in diff:
+            raise TrainingError(f"{path} is a run of {diff['epochs'][0]} epochs with a cosine schedule, which "
+                                f"depends on the total: resuming with --epochs {cfg.epochs} would follow neither "
+                                "schedule. Rerun with the same --epochs, or train into a new --out (e.g. with "
+                                "--init to warm-start), or use --schedule step, which can be extended")
         if diff:
             raise TrainingError(f"{path} exists from a run with other settings {diff}: choose another --out "
                                 "or delete it to start over")
@@ -205,9 +237,10 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> int:
         state = payload.get("train_state") or {}
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])
+
         meta["history"] = payload["meta"].get("history", [])
         meta["epochs_done"] = payload["meta"].get("epochs_done", 0)
-        return meta["epochs_done"]
+        return meta["epochs_done"], state
     if cfg.init:
         init_model, init_meta = load_model(cfg.init, num_classes)
         if init_meta["arch"] != cfg.arch:
@@ -215,14 +248,24 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> int:
         model.load_state_dict(init_model.state_dict())
         meta["init"] = {"checkpoint": str(cfg.init), "method": init_meta["method"],
                         "epochs": init_meta.get("epochs_done")}
-    return 0
+    return 0, {}
 
 
-def _run_epoch(cfg, net, opt, data, cost, device, epoch, steps, world, rank, log, stopper) -> dict | None:
+def noise_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator:
+    """The training noise stream of one rank in one epoch. Data order and augmentation are shared
+    by all ranks (each takes its own rows); the noise is each rank's own, so no two ranks add the
+    same noise tensor to different images. Rank 0's stream is that of a single-process run."""
+    base = seed * 1_000_003 + epoch
+    if rank:  # the CPU generator keeps only 32 bits of a seed: mix the rank into those
+        base = int.from_bytes(hashlib.sha256(f"csrs-train:{base}:{rank}".encode()).digest()[:4], "little")
+    return torch.Generator(device).manual_seed(base)
+
+
+def _run_epoch(cfg, net, opt, scaler, data, cost, device, epoch, steps, world, rank, log, stopper) -> dict | None:
     """One epoch; its statistics, or None when stopped before its end (nothing is saved then)."""
     net.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    noise_gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + epoch)
+    noise_gen = noise_generator(cfg.seed, epoch, rank, device)
     order = torch.randperm(len(data), generator=gen)
     totals = {}
     correct = seen = 0
@@ -244,10 +287,13 @@ def _run_epoch(cfg, net, opt, data, cost, device, epoch, steps, world, rank, log
         if not torch.isfinite(loss):
             msg = f"loss became {loss.item()} at epoch {epoch}, step {step} ({parts}): lower --lr or --lam"
             log.write("error", epoch=epoch, step=step, message=msg)
-            raise TrainingError(msg)
+            error = TrainingError(msg)
+            error.exit_code = 1
+            raise error
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         for key, v in {"loss": loss.item(), **parts}.items():
             totals[key] = totals.get(key, 0.0) + v
         correct += (logits[:, 0].argmax(-1) == y).sum().item()
@@ -259,7 +305,7 @@ def _run_epoch(cfg, net, opt, data, cost, device, epoch, steps, world, rank, log
             log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr,
                       **{key: v / (step + 1) for key, v in totals.items()},
                       acc=correct / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
-        if stopper.stop:
+        if stopper.signum is not None:
             return None
     elapsed = time.time() - t0
     return {"epoch": epoch + 1, **{key: v / (step + 1) for key, v in totals.items()}, "acc": correct / max(seen, 1),

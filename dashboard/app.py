@@ -1,12 +1,15 @@
-"""CSRS dashboard entry point: streamlit run dashboard/app.py"""
-import sys
+"""CSRS dashboard entry point: `csrs dashboard` (or `streamlit run dashboard/app.py`)."""
 from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dashboard.common import access_problem
 
 st.set_page_config(page_title="CSRS: certified cost-sensitive robustness", layout="wide")
+problem = access_problem()
+if problem:
+    st.error(problem)
+    st.stop()
 HERE = Path(__file__).parent
 pages = [
     st.Page(HERE / "pages" / "explore.py", title="Explore & compare", default=True),

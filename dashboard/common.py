@@ -7,21 +7,57 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from csrs_core.cache import cert_dir, load_record, main_record_path
+from csrs_core.report import select_for_comparison
+from csrs_core.store import cert_dir, list_records, load_record
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.cost import CostMatrix, CostMatrixError
 
 REPO = Path(__file__).resolve().parents[1]
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _fixed_folder(variable: str, name: str) -> Path:
+    """A folder fixed when the dashboard starts: $variable, else the repository's (or the current
+    folder's) `name`; the UI shows it but cannot change it."""
+    default = REPO / name if (REPO / "csrs_core").is_dir() else Path.cwd() / name
+    return Path(os.environ.get(variable) or default).expanduser().resolve()
 
 
 def checkpoint_root() -> Path:
-    return Path(st.session_state.get("checkpoint_root") or os.environ.get("CSRS_CHECKPOINTS")
-                or REPO / "checkpoints").expanduser().resolve()
+    return _fixed_folder("CSRS_CHECKPOINTS", "checkpoints")
 
 
 def data_root() -> Path:
-    return Path(st.session_state.get("data_root") or os.environ.get("CSRS_DATA") or REPO / "data").expanduser().resolve()
+    return _fixed_folder("CSRS_DATA", "data")
+
+
+def _host_name(host: str | None) -> str:
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def access_problem() -> str | None:
+    """Why this request gets no app, or None. Unless the dashboard was started exposed on purpose
+    (`csrs dashboard --address ...` sets CSRS_EXPOSED), only clients on this machine that name it
+    by a loopback name are served: a page elsewhere reaching the port through DNS rebinding sends
+    its own host name and is refused, and so is a remote client of a server that listens on every
+    interface because it was started without the project's settings."""
+    exposed = os.environ.get("CSRS_EXPOSED")
+    if exposed:
+        st.sidebar.warning(f"This dashboard listens on {exposed}: anyone who can reach it can use it.")
+        return None
+    host = _host_name(st.context.headers.get("Host"))
+    ip = st.context.ip_address
+    if host and host not in LOOPBACK_HOSTS:
+        return (f"Refused: this dashboard answers only to localhost / 127.0.0.1, not to host {host!r}. "
+                "To serve other machines on purpose, start it with `csrs dashboard --address ADDRESS`.")
+    if ip and ip not in ("127.0.0.1", "::1", "localhost") and not ip.startswith("127."):
+        return ("Refused: this dashboard serves this machine only. To serve other machines on purpose, "
+                "start it with `csrs dashboard --address ADDRESS`.")
+    return None
 
 
 def inside(path: Path, *roots: Path) -> bool:
@@ -56,18 +92,30 @@ def _record(path: str, mtime: float):
     return load_record(path)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _main_record_path(checkpoint: str, certs_mtime: float) -> str | None:
-    path = main_record_path(checkpoint)
-    return str(path) if path else None
+def _stamp(path: Path) -> tuple:
+    """Changes when the checkpoint or its record folder changes (a record added, removed, replaced)."""
+    certs = cert_dir(path)
+    return (path.stat().st_mtime_ns if path.exists() else 0, certs.stat().st_mtime_ns if certs.is_dir() else 0)
 
 
-def best_record(checkpoint: Path):
-    """The checkpoint's main cached certification (see csrs_core.cache.main_record_path), or None;
-    the cache folder is re-read only when its contents change (its modification time)."""
-    certs = cert_dir(checkpoint)
-    path = _main_record_path(str(checkpoint), certs.stat().st_mtime if certs.is_dir() else 0.0)
-    return _record(path, Path(path).stat().st_mtime) if path else None
+@st.cache_data(show_spinner=False, max_entries=64)
+def _selection(checkpoints: tuple, stamps: tuple):
+    chosen, notes = select_for_comparison([Path(c) for c in checkpoints])
+    return {str(c): (str(info.path), same) for c, (info, same) in chosen.items()}, notes
+
+
+def case_records(root: Path, case: str, names) -> tuple[dict, list[str]]:
+    """{name: (record, same_data)} for the case's checkpoints with a valid record (the core's
+    documented rule, csrs_core.store.choose_records) and the notes on what was left out; the
+    folders are re-read only when they change."""
+    paths = tuple(str(root / case / f"{n}.pt") for n in names)
+    chosen, notes = _selection(paths, tuple(_stamp(Path(p)) for p in paths))
+    out = {}
+    for name, path in zip(names, paths):
+        if path in chosen:
+            record_path, same = chosen[path]
+            out[name] = (_record(record_path, Path(record_path).stat().st_mtime), same)
+    return out, notes
 
 
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
@@ -135,16 +183,13 @@ def set_cost(case: str, cost: CostMatrix, sync_grid: bool = False) -> None:
 
 
 def select_case() -> tuple[Path, str | None]:
-    """Sidebar: checkpoint folder, data folder and the case (a sub-folder of checkpoints)."""
-    root_text = st.sidebar.text_input("Checkpoint folder", value=str(checkpoint_root()),
-                                      help="Also settable with CSRS_CHECKPOINTS")
-    if root_text != str(checkpoint_root()):
-        st.session_state["checkpoint_root"] = root_text
-    st.session_state["data_root"] = st.sidebar.text_input("Data folder", value=str(data_root()),
-                                                          help="Where data sets live; also CSRS_DATA")
+    """Sidebar: the folders fixed at launch (read-only) and the case (a sub-folder of checkpoints)."""
     root = checkpoint_root()
+    st.sidebar.caption(f"Checkpoints: `{root}`  \nData: `{data_root()}`  \n(fixed when the dashboard "
+                       "starts: `csrs dashboard --checkpoints DIR --data DIR`)")
     if not root.is_dir():
-        st.error(f"Checkpoint folder {root} does not exist. Create it or pick another folder in the sidebar.")
+        st.error(f"Checkpoint folder {root} does not exist. Create it, or start the dashboard with "
+                 "`csrs dashboard --checkpoints DIR`.")
         return root, None
     options = cases(root)
     if not options:

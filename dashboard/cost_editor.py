@@ -69,6 +69,7 @@ def _json_io(case, cost, names):
                        mime="application/json", key=f"export::{case}")
     c2.text_input("Import (JSON or preset such as seedwise:3, pairwise:3>5)", key=f"import::{case}")
     c2.button("Import", key=f"import_btn::{case}",
-              on_click=_apply(case, lambda: parse_cost(st.session_state[f"import::{case}"], cost.m, names)))
+              on_click=_apply(case, lambda: parse_cost(st.session_state[f"import::{case}"], cost.m, names,
+                                                    allow_files=False)))
     if f"import_error::{case}" in st.session_state:
         st.error(st.session_state[f"import_error::{case}"])

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csrs_core.certify import certify_from_counts  # noqa: E402
-from csrs_core.cost import CostMatrix  # noqa: E402
-from csrs_core.device import autocast, pick_device  # noqa: E402
-from csrs_core.metrics import summarize  # noqa: E402
-from csrs_core.models import build_model  # noqa: E402
-from csrs_core.sampling import sample_counts  # noqa: E402
+from csrs_core.certify import certify_from_counts
+from csrs_core.cost import CostMatrix
+from csrs_core.device import autocast, pick_device
+from csrs_core.metrics import summarize
+from csrs_core.models import build_model
+from csrs_core.sampling import sample_counts
 
 
 def bare_forward(model, batch, size, device, precision, passes):

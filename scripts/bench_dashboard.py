@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from csrs_core.cache import cert_dir, write_counts  # noqa: E402
-from csrs_core.checkpoints import save_checkpoint  # noqa: E402
-from csrs_core.models import build_model  # noqa: E402
+from csrs_core.checkpoints import file_digest, save_checkpoint
+from csrs_core.sampling import SAMPLING_SCHEME
+from csrs_core.store import cert_dir, write_record
+from csrs_core.models import build_model
 
 
 def build(root: Path, checkpoints=4, examples=1000, m=10, n=1000):
@@ -31,9 +31,11 @@ def build(root: Path, checkpoints=4, examples=1000, m=10, n=1000):
         p /= p.sum(1, keepdims=True)
         counts = np.stack([rng.multinomial(n, q) for q in p])
         counts0 = np.stack([rng.multinomial(100, q) for q in p])
-        write_counts(cert_dir(path) / "bench.npz", counts0, counts, labels, np.arange(examples),
-                     {"sigma": 0.25, "n": n, "n0": 100, "num_examples": examples, "dataset": "synthetic",
-                      "split": "test", "created": time.time()})
+        meta = {"checkpoint_sha256": file_digest(path), "dataset": "synthetic", "split": "test",
+                "indices_sha256": "bench", "content_sha256": "bench", "sigma": 0.25, "n0": 100, "n": n, "seed": 0,
+                "precision": "fp32", "device_type": "cpu", "scheme": SAMPLING_SCHEME, "num_examples": examples,
+                "classes": classes, "method": "gaussian", "created": time.time()}
+        write_record(cert_dir(path) / "bench.npz", counts0, counts, labels, np.arange(examples), meta)
 
 
 def main():

@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csrs_core.cost import CostMatrix  # noqa: E402
-from csrs_core.device import autocast, pick_device  # noqa: E402
-from csrs_core.losses import cs_macer_loss, macer_loss  # noqa: E402
-from csrs_core.models import build_model  # noqa: E402
+from csrs_core.cost import CostMatrix
+from csrs_core.device import autocast, pick_device
+from csrs_core.losses import cs_macer_loss, macer_loss
+from csrs_core.models import build_model
 
 
 def run(model, opt, x, y, k, loss_fn, steps, device, precision):

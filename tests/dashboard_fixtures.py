@@ -2,7 +2,7 @@
 import shutil
 from pathlib import Path
 
-from csrs_core.cache import certify_counts
+from csrs_core.runner import certify_counts
 from csrs_core.data import load_dataset
 from csrs_core.training import TrainConfig, train
 

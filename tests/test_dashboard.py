@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from csrs_core.cache import cached_records, load_record
+from csrs_core.store import list_records, load_record
 from csrs_core.certify import certify_from_counts
 from csrs_core.cost import CostMatrix
 from csrs_core.metrics import summarize
@@ -29,8 +29,8 @@ def _app(root, monkeypatch):
 
 
 def _expected(root, name, cost, eps=0.25):
-    [(path, _)] = cached_records(root / "synth" / f"{name}.pt")
-    rec = load_record(path)
+    [info] = list_records(root / "synth" / f"{name}.pt")
+    rec = load_record(info.path)
     t = certify_from_counts(rec.counts0, rec.counts, rec.labels, cost, sigma=rec.meta["sigma"], alpha=0.001)
     return summarize(t, eps)
 

@@ -65,6 +65,10 @@ def test_cifar10_jpeg_zip(shared_data):
     d = load_dataset("cifar10-jpeg", "test", root=shared_data)
     assert len(d) == 10_000 and d.images.shape[1:] == (3, 32, 32) and d.classes[3] == "cat"
     assert np.bincount(d.labels.numpy()).tolist() == [1000] * 10
+    tr = load_dataset("cifar10-jpeg", "train", root=shared_data)
+    va = load_dataset("cifar10-jpeg", "val", root=shared_data)
+    assert len(tr) == 45_000 and len(va) == 5_000 and not set(tr.indices) & set(va.indices)
+    assert va.indices.max() < 50_000 and len(set(tr.indices) | set(va.indices)) == 50_000
 
 
 def test_ham10000_grouping_and_lesion_split(shared_data):
@@ -73,9 +77,11 @@ def test_ham10000_grouping_and_lesion_split(shared_data):
     import zipfile
     from csrs_core.data import _ham_split_of
     tr = load_dataset("ham10000", "train", root=shared_data, image_size=32)
+    va = load_dataset("ham10000", "val", root=shared_data, image_size=32)
     te = load_dataset("ham10000", "test", root=shared_data, image_size=32)
-    assert tr.classes == ["benign", "malignant"] and len(tr) + len(te) == 10_015
-    assert (tr.labels.sum() + te.labels.sum()).item() == 1113 + 514 + 327
+    assert tr.classes == ["benign", "malignant"] and len(tr) + len(va) + len(te) == 10_015
+    assert (tr.labels.sum() + va.labels.sum() + te.labels.sum()).item() == 1113 + 514 + 327
+    assert 0.07 < len(va) / 10_015 < 0.13 and va.split == "val"
     with zipfile.ZipFile(shared_data / "ham10000.zip") as z:
         name = [n for n in z.namelist() if n.endswith("HAM10000_metadata.csv")][0]
         rows = list(csv.DictReader(io.StringIO(z.read(name).decode())))
@@ -84,8 +90,65 @@ def test_ham10000_grouping_and_lesion_split(shared_data):
         splits.setdefault(r["lesion_id"], set()).add(_ham_split_of(r["lesion_id"]))
     assert all(len(s) == 1 for s in splits.values())          # no lesion in both splits
     assert 0.15 < len(te) / 10_015 < 0.25
+    assert len(te) == 1981  # the test split is the one the shipped results were certified on
 
 
 def test_imagenette_zip(shared_data):
-    d = load_dataset("imagenette", "val", root=shared_data, image_size=32)
+    d = load_dataset("imagenette", "test", root=shared_data, image_size=32)
     assert len(d) == 3925 and d.classes[7] == "gas pump" and d.images.shape[1] == 3
+    va = load_dataset("imagenette", "val", root=shared_data, image_size=32)
+    tr = load_dataset("imagenette", "train", root=shared_data, image_size=32)
+    assert len(va) == 500 and len(tr) == 4500 and not set(va.indices) & set(tr.indices)
+
+
+def _tree(root, classes=("cat", "dog"), n=2):
+    from PIL import Image
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0) if c == "cat" else (0, i * 40, 0)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_cache_sees_replaced_and_added_images(tmp_path):
+    import os
+    import time
+    from PIL import Image
+    tree = _tree(tmp_path / "tree")
+    first = load_dataset(f"imagefolder:{tree}")
+    top = os.stat(tree)
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(tree / "cat" / "0.png")   # replaced in place
+    os.utime(tree, ns=(top.st_atime_ns, top.st_mtime_ns))  # the top folder's date does not change
+    time.sleep(0.01)
+    replaced = load_dataset(f"imagefolder:{tree}")
+    assert replaced.content_digest() != first.content_digest()
+    assert replaced.images[0].max() == 255
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tree / "dog" / "9.png")           # added in a sub-folder
+    os.utime(tree, ns=(top.st_atime_ns, top.st_mtime_ns))
+    assert len(load_dataset(f"imagefolder:{tree}")) == len(first) + 1
+
+
+def test_bad_files_and_folders_get_clear_messages(tmp_path):
+    tree = _tree(tmp_path / "tree")
+    (tree / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match="notes.txt .* is not a readable image"):
+        load_dataset(f"imagefolder:{tree}")
+    one = _tree(tmp_path / "one", classes=("cat",))
+    with pytest.raises(DatasetError, match="one class only"):
+        load_dataset(f"imagefolder:{one}")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar10-jpeg.zip").write_bytes(b"this is not a zip")
+    with pytest.raises(DatasetError, match="not a readable zip"):
+        load_dataset("cifar10-jpeg", "test", root=root)
+    with pytest.raises(DatasetError, match="split must be one of"):
+        load_dataset("synthetic", "validation")
+
+
+def test_registry_names_every_data_set():
+    from csrs_core.data import DATASETS, dataset_names
+    assert {"cifar10", "cifar10-jpeg", "imagenette", "ham10000", "imagefolder", "synthetic"} <= set(DATASETS)
+    assert "imagefolder:PATH" in dataset_names() and "sample:PATH.npz" in dataset_names()
+    assert DATASETS["ham10000"].classes == ("benign", "malignant")
+    val, train = load_dataset("synthetic", "val"), load_dataset("synthetic", "train")
+    assert not np.array_equal(val.images[:4].numpy(), train.images[:4].numpy())

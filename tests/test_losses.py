@@ -129,3 +129,52 @@ def test_saturated_probabilities_give_finite_gradients():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, _ = cs_macer_loss(logits * 1.0, labels, CostMatrix.seedwise(3, [0]), sigma=0.25)
     assert torch.isfinite(torch.autograd.grad(loss, logits)[0]).all()
+
+
+def _near_saturated(B=6, k=4):
+    """Label 0 under pairwise 0 -> {1}: classes 0 and 2 share the votes; class 1's soft vote is
+    ~1e-9, within 1e-6 of 0 but a finite Phi^-1 (about -6): MACER keeps such margins."""
+    logits = torch.zeros(B, k, 3)
+    logits[:, :, 1] = -1.25 - 0.02 * torch.arange(B)[:, None]
+    logits[:, :, 2] = -0.01 * torch.arange(1, B + 1)[:, None]
+    return logits.requires_grad_(), torch.zeros(B, dtype=torch.long)
+
+
+def test_margins_near_saturation_are_kept_and_match_the_reference():
+    logits, labels = _near_saturated()
+    cost = CostMatrix.pairwise(3, {0: [1]})
+    q = (16.0 * logits.detach().double()).softmax(-1).mean(1)
+    assert (q[:, 1] < 1e-6).all() and (q[:, 1] > 0).all()
+    loss, parts = cs_macer_loss(logits, labels, cost, sigma=0.25, lam=3.0, gamma1=4.0, gamma2=16.0, beta=16.0)
+    ref, _, picked3 = reference_cs_macer(logits.detach(), labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)
+    assert picked3 == list(range(len(labels)))            # every near-saturated margin counts in I3
+    assert loss.item() == pytest.approx(ref, rel=1e-6)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(grad).all()
+    i, j, c, h = 2, 1, 0, 1e-3
+    plus, minus = logits.detach().clone(), logits.detach().clone()
+    plus[i, j, c] += h
+    minus[i, j, c] -= h
+    fd = (reference_cs_macer(plus, labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)[0]
+          - reference_cs_macer(minus, labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)[0]) / (2 * h)
+    assert grad[i, j, c].item() == pytest.approx(fd, rel=1e-2, abs=1e-5)
+    # MACER on the same logits agrees with its reference as well
+    macer, _ = macer_loss(logits, labels, sigma=0.25, lam=12.0, gamma=8.0, beta=16.0)
+    assert macer.item() == pytest.approx(reference_macer(logits.detach(), labels, 0.25, 12.0, 8.0, 16.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unselected_extreme_margins_never_poison_the_gradient(dtype):
+    """Infinite margins (q exactly 0 or 1) are selected out before Phi^-1 is taken, and a finite
+    margin of a vote as small as 1e-42 (derivative of Phi^-1 ~1e40) still gives a finite gradient,
+    in fp32 and bf16 logits alike."""
+    logits = torch.zeros(3, 2, 3)
+    logits[0, :, 0], logits[0, :, 1] = 8.0, -8.0      # q[1] ~ 1e-100 underflows, q[0] rounds to 1
+    logits[1, :, 1] = -6.0                              # q[1] ~ 1e-42: subnormal in fp32
+    logits[2, :, 2] = 0.3
+    logits = logits.to(dtype).requires_grad_()
+    labels = torch.tensor([0, 0, 2])
+    for loss, _ in (cs_macer_loss(logits, labels, CostMatrix.pairwise(3, {0: [1], 2: [0]}), sigma=0.5),
+                    macer_loss(logits, labels, sigma=0.5)):
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from csrs_core.cache import cache_key, cached_records, cert_dir, certify_counts, key_name
+from csrs_core.runner import certify_counts
+from csrs_core.store import cert_dir, key_name, list_records, make_key, write_record
 from csrs_core.checkpoints import load_model
 from csrs_core.data import load_dataset, select_examples
 from csrs_core.sampling import sample_counts
@@ -34,14 +35,15 @@ def test_counts_shape_and_determinism_across_batches(synthetic_checkpoint, data)
 
 
 def test_cache_key_depends_on_everything(data):
-    base = cache_key("abc", data, 0.25, 100, 1000, 0, "fp32")
-    variants = [cache_key("abd", data, 0.25, 100, 1000, 0, "fp32"),
-                cache_key("abc", data.subset(np.arange(11)), 0.25, 100, 1000, 0, "fp32"),
-                cache_key("abc", data, 0.5, 100, 1000, 0, "fp32"),
-                cache_key("abc", data, 0.25, 50, 1000, 0, "fp32"),
-                cache_key("abc", data, 0.25, 100, 2000, 0, "fp32"),
-                cache_key("abc", data, 0.25, 100, 1000, 1, "fp32"),
-                cache_key("abc", data, 0.25, 100, 1000, 0, "bf16")]
+    base = make_key("abc", data, 0.25, 100, 1000, 0, "fp32", "cpu")
+    variants = [make_key("abd", data, 0.25, 100, 1000, 0, "fp32", "cpu"),
+                make_key("abc", data.subset(np.arange(11)), 0.25, 100, 1000, 0, "fp32", "cpu"),
+                make_key("abc", data, 0.5, 100, 1000, 0, "fp32", "cpu"),
+                make_key("abc", data, 0.25, 50, 1000, 0, "fp32", "cpu"),
+                make_key("abc", data, 0.25, 100, 2000, 0, "fp32", "cpu"),
+                make_key("abc", data, 0.25, 100, 1000, 1, "fp32", "cpu"),
+                make_key("abc", data, 0.25, 100, 1000, 0, "bf16", "cpu"),
+                make_key("abc", data, 0.25, 100, 1000, 0, "fp32", "cuda")]
     names = {key_name(base)} | {key_name(v) for v in variants}
     assert len(names) == 1 + len(variants)
 
@@ -55,7 +57,8 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     again = certify_counts(ckpt, data, n0=10, n=40, batch=64)
     assert again.from_cache
     np.testing.assert_array_equal(first.counts, again.counts)
-    [(path, meta)] = cached_records(ckpt)
+    [info] = list_records(ckpt)
+    path, meta = info.path, info.meta
     assert meta["n"] == 40 and meta["num_examples"] == 12
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -67,14 +70,13 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     np.testing.assert_array_equal(redo.counts, first.counts)
     # a partial file from an interrupted run is resumed: only missing examples are sampled
     path.unlink()
-    from csrs_core import cache as cache_mod
     partial = cert_dir(ckpt) / f"{path.stem}.partial.npz"
     done = np.zeros(12, bool)
     done[:5] = True
     fake = first.counts.copy()
     fake[:5] = 0
     fake[:5, 0] = 40  # marks that the resumed rows were not recomputed
-    cache_mod.write_counts(partial, first.counts0, fake, first.labels, first.indices, first.meta, done=done)
+    write_record(partial, first.counts0, fake, first.labels, first.indices, first.meta, done=done)
     resumed = certify_counts(ckpt, data, n0=10, n=40, batch=64)
     np.testing.assert_array_equal(resumed.counts[:5], fake[:5])
     np.testing.assert_array_equal(resumed.counts[5:], first.counts[5:])
@@ -98,14 +100,14 @@ def test_torchrun_two_ranks_merge_into_one_cache(synthetic_checkpoint, tmp_path)
            "--num-examples", "12", "--n0", "10", "--n", "40", "--batch", "64", "--threads", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    [(path, meta)] = cached_records(ckpt)
+    [info] = list_records(ckpt)
     data = load_dataset("synthetic", "test")
     data = data.subset(select_examples(data.labels.numpy(), 12))
     single = certify_counts(ckpt, data, n0=10, n=40, batch=64)
     assert single.from_cache  # the merged file is exactly the single-process cache entry
     ref0, ref = sample_counts(load_model(ckpt)[0], data.images, data.indices, 4, 0.25, 10, 40, 64)
     np.testing.assert_array_equal(single.counts, ref)
-    assert not list(cert_dir(ckpt).glob("*rank*"))
+    assert not list(cert_dir(ckpt).glob("*rank*-of-*.npz"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
@@ -137,8 +139,8 @@ def test_growing_a_sample_reuses_the_overlap_exactly(synthetic_checkpoint, tmp_p
     np.testing.assert_array_equal(grown.counts0, ref0)
     # another sigma, or images that differ from the ones the cached counts came from: nothing reused
     assert certify_counts(ckpt, large, n0=10, n=40, batch=64, sigma=0.3).reused == 0
-    (cert_dir(ckpt) / next(p.name for p, m in cached_records(ckpt) if m["num_examples"] == len(large)
-                           and m["sigma"] == 0.25)).unlink()
+    (cert_dir(ckpt) / next(r.path.name for r in list_records(ckpt) if r.meta["num_examples"] == len(large)
+                           and r.meta["sigma"] == 0.25)).unlink()
     altered = large.subset(np.arange(len(large)))
     shared = int(np.flatnonzero(np.isin(large.indices, small.indices))[0])
     altered.images[shared] = 255 - altered.images[shared]

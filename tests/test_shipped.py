@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from csrs_core.cache import certify_counts, main_record_path
+from csrs_core.runner import certify_counts
 from csrs_core.checkpoints import list_checkpoints, load_model
 from csrs_core.data import load_dataset
-from csrs_core.report import report_table
+from csrs_core.report import report_table, select_for_comparison
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 CASES = {"cifar10": ("seedwise:3", 10), "ham10000": ("pairwise:1>0", 2)}
@@ -17,7 +17,9 @@ def test_every_shipped_checkpoint_has_a_certification(case):
     cost, m = CASES[case]
     ckpts = list_checkpoints(SHIPPED / case)
     assert len(ckpts) >= 5
-    table = report_table(SHIPPED / case, cost, eps=0.25)
+    report = report_table(SHIPPED / case, cost, eps=0.25)
+    table = report.table
+    assert not report.notes, report.notes
     assert len(table) == len(ckpts) and table.acc.between(0, 1).all()
     for path in ckpts:
         model, meta = load_model(path)
@@ -28,5 +30,6 @@ def test_every_shipped_checkpoint_has_a_certification(case):
 def test_shipped_sample_reuses_the_committed_counts(case):
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = list_checkpoints(SHIPPED / case)[0]
-    rec = certify_counts(ckpt, sample, n0=100, n=1000)
-    assert rec.from_cache and main_record_path(ckpt).stem == rec.meta["key"]
+    rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="fp32")
+    chosen, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
+    assert rec.from_cache and chosen[ckpt][0].path == rec.path

@@ -100,3 +100,64 @@ def test_output_names_with_dots_keep_their_full_name(tmp_path):
     assert _cfg(tmp_path, "cohen-r-w1.1").checkpoint_path.name == "cohen-r-w1.1.pt"
     assert _cfg(tmp_path, "m.pt").checkpoint_path.name == "m.pt"
     assert _cfg(tmp_path, "cohen-r-w1.1").progress_path.name == "cohen-r-w1.1.progress.jsonl"
+
+
+def test_resuming_with_other_epochs_is_refused_for_cosine_and_continues_for_step(tmp_path):
+    train(_cfg(tmp_path, "cos", epochs=1, max_steps_per_epoch=2))
+    with pytest.raises(TrainingError, match="cosine schedule, which depends on the total"):
+        train(_cfg(tmp_path, "cos", epochs=2, max_steps_per_epoch=2))
+    train(_cfg(tmp_path, "step1", epochs=2, schedule="step", lr_step=1, max_steps_per_epoch=2))
+    train(_cfg(tmp_path, "step2", epochs=1, schedule="step", lr_step=1, max_steps_per_epoch=2))
+    extended = train(_cfg(tmp_path, "step2", epochs=2, schedule="step", lr_step=1, max_steps_per_epoch=2))
+    assert extended["epochs_done"] == 2
+    a = read_checkpoint(tmp_path / "step1.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "step2.pt")["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_each_rank_draws_its_own_noise():
+    from csrs_core.training import noise_generator
+    cpu = torch.device("cpu")
+    draws = [torch.randn(64, generator=noise_generator(0, 3, r, cpu)) for r in range(3)]
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    assert torch.equal(draws[0], torch.randn(64, generator=noise_generator(0, 3, 0, cpu)))
+
+
+def test_fp16_training_uses_gradient_scaling(tmp_path, monkeypatch):
+    scalers = []
+    real = torch.amp.GradScaler
+
+    def spy(*args, **kw):
+        scalers.append(kw.get("enabled", True))
+        return real(*args, **kw)
+    monkeypatch.setattr(torch.amp, "GradScaler", spy)
+    meta = train(_cfg(tmp_path, "half", precision="fp16", max_steps_per_epoch=2))
+    assert scalers == [True] and meta["epochs_done"] == 1
+    assert "scaler" in read_checkpoint(tmp_path / "half.pt")["train_state"]
+
+
+def test_a_signal_exits_non_zero_says_interrupted_and_a_rerun_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = [sys.executable, "-m", "csrs_core", "train", "--method", "gaussian", "--dataset", "synthetic",
+            "--arch", "resnet8", "--epochs", "40", "--batch", "32", "--threads", "1", "--log-every", "1",
+            "--quiet", "--schedule", "step", "--out", str(tmp_path / "sig")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "sig.progress.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(e["event"] == "epoch" for e in read_progress(progress)):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err
+    events = read_progress(progress)
+    assert events[-1]["event"] == "interrupted"
+    done = read_checkpoint(tmp_path / "sig.pt")["meta"]["epochs_done"]
+    assert 1 <= done < 40
+    again = train(_cfg(tmp_path, "sig", epochs=done + 1, schedule="step", batch=32, lr=0.1, cost="none",
+                       gauss_num=16, log_every=1))
+    assert again["epochs_done"] == done + 1

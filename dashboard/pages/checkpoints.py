@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from csrs_core.cache import cached_records, cert_dir
+from csrs_core.store import cert_dir, list_records
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from dashboard.common import inside, select_case
 
@@ -30,7 +30,7 @@ for path in list_checkpoints(root):
                      epochs=f"{meta.get('epochs_done', '?')}/{meta.get('epochs', '?')}",
                      classes=len(meta["classes"]), cost=hp.get("cost", "") if cost else "",
                      warm_start=(meta.get("init") or {}).get("checkpoint", ""),
-                     certifications=len(cached_records(path)), status="ok")
+                     certifications=sum(r.status == "valid" for r in list_records(path)), status="ok")
     except CheckpointError as exc:
         entry.update(status=f"unreadable: {exc}")
     rows.append(entry)

@@ -8,7 +8,7 @@ from csrs_core.certify import smoothed_confusion
 from csrs_core.metrics import eps_curve, per_class, summarize
 from csrs_core.report import to_latex
 from dashboard import figures
-from dashboard.common import best_record, case_classes, certificate_table, checkpoints_in_case, current_cost, select_case
+from dashboard.common import case_classes, case_records, certificate_table, checkpoints_in_case, current_cost, select_case
 from dashboard.cost_editor import cost_editor
 
 st.title("Explore & compare")
@@ -20,8 +20,11 @@ if classes is None:
     st.error(f"No readable checkpoint in {root / case}.")
     st.stop()
 metas = checkpoints_in_case(root, case)
-records = {name: best_record(root / case / f"{name}.pt") for name, meta in metas.items() if isinstance(meta, dict)}
-available = [name for name, rec in records.items() if rec is not None]
+chosen, notes = case_records(root, case, [name for name, meta in metas.items() if isinstance(meta, dict)])
+records = {name: rec for name, (rec, _) in chosen.items()}
+available = list(records)
+for note in notes:
+    st.warning(note)
 if not available:
     st.info("No checkpoint of this case has a cached certification yet: run one on the Certify page.")
     st.stop()

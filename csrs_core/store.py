@@ -1,0 +1,203 @@
+"""The counts store: stage-A certification records on disk, their keys, provenance and status.
+
+Beside checkpoint `X.pt`, the folder `X.certs/` holds one `<key>.npz` per certification: counts0,
+counts, labels, example indices, JSON metadata and a digest over all of them. A record's key names
+everything its counts depend on (checkpoint content, data, σ, n0, n, seed, precision, device type,
+sampling scheme), so a record is only ever presented as the result of the exact checkpoint content
+and settings that produced it: one whose checkpoint digest differs from the file is *stale*."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from csrs_core.atomic import atomic_write_npz
+from csrs_core.checkpoints import file_digest
+from csrs_core.data import ImageSet
+from csrs_core.sampling import SAMPLING_SCHEME
+
+FORMAT = "csrs-counts-v2"
+KEY_FIELDS = ("checkpoint_sha256", "dataset", "split", "indices_sha256", "content_sha256", "sigma",
+              "n0", "n", "seed", "precision", "device_type", "scheme")
+DATA_FIELDS = ("dataset", "split", "indices_sha256", "content_sha256")
+
+
+class CorruptRecord(Exception):
+    """A record file that cannot be trusted (unreadable, digest mismatch, unknown format)."""
+
+
+@dataclass
+class CountsRecord:
+    """Stage-A counts of one certification and the metadata that names what produced them."""
+    counts0: np.ndarray
+    counts: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    meta: dict
+    path: Path | None = None
+    from_cache: bool = False
+    reused: int = 0  # examples taken from an overlapping cached sample instead of sampled
+
+    @property
+    def data_id(self) -> tuple:
+        return data_identity(self.meta)
+
+
+@dataclass
+class RecordInfo:
+    """A record file as listed: status is 'valid', 'stale' (made from other checkpoint content)
+    or 'corrupt' (reason says why); meta is empty for a corrupt file."""
+    path: Path
+    status: str
+    meta: dict = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def data_id(self) -> tuple:
+        return data_identity(self.meta)
+
+    def describe(self) -> str:
+        m = self.meta
+        if not m:
+            return f"{self.path.name} ({self.status}: {self.reason})"
+        return (f"{m['dataset']}/{m['split']}, {m['num_examples']} examples, n0={m['n0']}, n={m['n']}, "
+                f"σ={m['sigma']}, {m['precision']}, seed {m['seed']}")
+
+
+def data_identity(meta: dict) -> tuple:
+    return tuple(meta.get(f) for f in DATA_FIELDS)
+
+
+def cert_dir(checkpoint) -> Path:
+    return Path(checkpoint).with_suffix(".certs")
+
+
+def make_key(checkpoint_sha: str, data: ImageSet, sigma: float, n0: int, n: int, seed: int,
+             precision: str, device_type: str) -> dict:
+    """Everything stage A's counts depend on."""
+    return {"checkpoint_sha256": checkpoint_sha, "dataset": data.name, "split": data.split,
+            "indices_sha256": indices_digest(data.indices), "content_sha256": data.content_digest(),
+            "sigma": float(sigma), "n0": int(n0), "n": int(n), "seed": int(seed), "precision": precision,
+            "device_type": device_type, "scheme": SAMPLING_SCHEME}
+
+
+def key_name(key: dict) -> str:
+    return hashlib.sha256(json.dumps({f: key[f] for f in KEY_FIELDS}, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def indices_digest(indices) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def _digest(arrays: dict, meta_json: str) -> str:
+    h = hashlib.sha256()
+    for name in ("counts0", "counts", "labels", "indices"):
+        h.update(np.ascontiguousarray(arrays[name], dtype=np.int64).tobytes())
+    h.update(meta_json.encode())
+    if "done" in arrays:
+        h.update(np.ascontiguousarray(arrays["done"], dtype=bool).tobytes())
+    return h.hexdigest()
+
+
+def write_record(path, counts0, counts, labels, indices, meta: dict, done=None) -> None:
+    """Write a record atomically (with `done`, a partial one that a rerun resumes)."""
+    arrays = {"counts0": counts0, "counts": counts, "labels": labels, "indices": indices}
+    if done is not None:
+        arrays["done"] = done
+    meta_json = json.dumps({**meta, "format": FORMAT}, sort_keys=True)
+    atomic_write_npz(path, **arrays, meta=np.array(meta_json), digest=np.array(_digest(arrays, meta_json)))
+
+
+def read_arrays(path) -> dict:
+    """The arrays and metadata of a record file; CorruptRecord (with the reason) when it cannot be trusted."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta_json = str(arrays.pop("meta"))
+        if str(arrays.pop("digest")) != _digest(arrays, meta_json):
+            raise CorruptRecord("its digest does not match its content")
+        meta = json.loads(meta_json)
+    except CorruptRecord:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CorruptRecord(f"unreadable: {exc.__class__.__name__}: {str(exc)[:120]}") from None
+    if meta.get("format") != FORMAT:
+        raise CorruptRecord(f"format {meta.get('format')!r} is not {FORMAT!r} (re-key it with "
+                            "scripts/rekey_records.py, or certify again)")
+    arrays["meta"] = meta
+    return arrays
+
+
+def load_record(path) -> CountsRecord:
+    """A complete record; CorruptRecord when the file is corrupt or only partial."""
+    a = read_arrays(path)
+    if "done" in a:
+        raise CorruptRecord("it is a partial record")
+    return CountsRecord(a["counts0"], a["counts"], a["labels"], a["indices"], a["meta"], Path(path),
+                        from_cache=True)
+
+
+def list_records(checkpoint) -> list[RecordInfo]:
+    """Every complete record file beside `checkpoint`, newest first, each marked valid, stale (its
+    checkpoint digest is not the file's current content) or corrupt."""
+    folder = cert_dir(checkpoint)
+    if not folder.is_dir():
+        return []
+    current = file_digest(checkpoint) if Path(checkpoint).is_file() else None
+    infos = []
+    for path in sorted(folder.glob("*.npz")):
+        if ".partial" in path.name or ".rank" in path.name:
+            continue
+        try:
+            meta = load_record(path).meta
+        except CorruptRecord as exc:
+            infos.append(RecordInfo(path, "corrupt", reason=str(exc)))
+            continue
+        status = "valid" if meta.get("checkpoint_sha256") == current else "stale"
+        infos.append(RecordInfo(path, status, meta))
+    return sorted(infos, key=lambda r: -r.meta.get("created", 0))
+
+
+def _preference(info: RecordInfo) -> tuple:
+    return (info.meta["n"], info.meta["num_examples"], info.meta.get("created", 0))
+
+
+def choose_records(listings: dict) -> dict:
+    """The record shown for each checkpoint: {checkpoint: (RecordInfo or None, same_data: bool)}.
+
+    The rule (documented in the README): among valid records only, first the data (data set,
+    split, example indices and content) that most of the compared checkpoints were certified on
+    (ties: the larger n, then more examples); then, within a checkpoint's records on that data, the
+    largest n, then the most examples, then the newest. A checkpoint with no record on that data
+    falls back to its own best record by the same order, and same_data is then False."""
+    valid = {c: [r for r in infos if r.status == "valid"] for c, infos in listings.items()}
+    coverage: dict[tuple, list] = {}
+    for records in valid.values():
+        for data_id in {r.data_id for r in records}:
+            best = max((r for r in records if r.data_id == data_id), key=_preference)
+            coverage.setdefault(data_id, []).append(best)
+    common = None
+    if coverage:
+        common = max(coverage, key=lambda d: (len(coverage[d]), max(_preference(r) for r in coverage[d])))
+    chosen = {}
+    for c, records in valid.items():
+        on_common = [r for r in records if r.data_id == common]
+        if on_common:
+            chosen[c] = (max(on_common, key=_preference), True)
+        else:
+            chosen[c] = (max(records, key=_preference), False) if records else (None, False)
+    return chosen
+
+
+def recertify_command(checkpoint, meta: dict) -> str:
+    """The command that certifies `checkpoint` again with a stale record's settings."""
+    if meta.get("command"):
+        return meta["command"]
+    return (f"csrs certify --checkpoint {checkpoint} --dataset {meta.get('dataset')} --split {meta.get('split')} "
+            f"--n0 {meta.get('n0')} --n {meta.get('n')} --sigma {meta.get('sigma')} --seed {meta.get('seed')} "
+            "(with the same example selection as before)")
