@@ -1,15 +1,16 @@
-"""How to run a base classifier fastest on this machine: precision and batch size, measured once.
+"""How to run a base classifier fastest on this machine: precision, batch size, eager or compiled.
 
 `choose_plan` resolves precision 'auto' and batch None by timing short forward passes of the very
-model on noise-shaped inputs, and caches the winner per machine, model structure and input shape in
-the user's cache folder, so the measurement is paid once. The precision chosen defines the base
-classifier, so it is part of every certification record's key."""
+model, and caches the measurements per machine, model structure and input shape in the user's
+cache folder, so they are paid once. CPUs differ (bf16 is 2-3x faster than fp32 with AVX-512 BF16
+and 10-30x slower without), so nothing is assumed. torch.compile is tried only for jobs long enough
+to repay its start-up. The precision chosen defines the base classifier, so it is part of every
+certification record's key; eager or compiled is recorded beside it."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +20,26 @@ import torch
 from csrs_core.atomic import atomic_write_text
 from csrs_core.device import autocast
 
-CPU_BATCHES = (64, 128, 256)
-GPU_BATCHES = (1024, 2048, 4096)
-DEFAULT_BATCH = {"cpu": 128, "cuda": 2048}
+BATCHES = {"cpu": (64, 128, 256), "cuda": (1024, 2048, 4096)}
+PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
+COMPILE_WORTH_S = 120.0   # compile only when the eager job would take longer than this
+MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run at the first precision and batch
 
 
 @dataclass
 class Plan:
+    """How stage A runs: the model, its precision and batch, and whether to compile it."""
     model: torch.nn.Module
     precision: str
     batch: int
-    measured: dict | None = None
+    compiled: bool = False
+    rates: dict | None = None
+
+    def runnable(self, device: torch.device) -> torch.nn.Module:
+        """The model to call: compiled on first use when the plan says so."""
+        if self.compiled and not hasattr(self, "_compiled"):
+            self._compiled = compile_model(self.model, device)
+        return self._compiled if self.compiled else self.model
 
 
 def _cache_file() -> Path:
@@ -40,9 +50,10 @@ def machine_id(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
+        name = "cpu"
         try:
-            name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+            with open("/proc/cpuinfo") as fh:
+                name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
     return f"{device.type}:{name}:threads{torch.get_num_threads()}:torch{torch.__version__}"
@@ -52,54 +63,96 @@ def model_id(model: torch.nn.Module, image_shape) -> str:
     return hashlib.sha256(f"{model}:{tuple(image_shape)}".encode()).hexdigest()[:16]
 
 
-def _time_forward(model, device, precision, batch, image_shape, seconds=0.6) -> float:
-    """Images per second of `model` at this precision and batch (after one warm-up pass)."""
+def forward_rate(model, device, precision, batch, image_shape, seconds=0.6) -> float:
+    """Images per second of `model` (argmax included) at this precision and batch, after a warm-up."""
     x = torch.rand((batch, *image_shape), device=device).contiguous(memory_format=torch.channels_last)
-    done, t0 = 0, None
     with torch.inference_mode(), autocast(device, precision):
         model(x).argmax(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        _sync(device)
+        done, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds or done == 0:
             model(x).argmax(1)
             done += batch
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
     return done / (time.perf_counter() - t0)
 
 
-def measure(model, device, image_shape, precisions, batches) -> dict:
-    """{'precision/batch': images per second} for every combination."""
-    return {f"{p}/{b}": _time_forward(model, device, p, b, image_shape) for p in precisions for b in batches}
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """torch.compile with CUDA graphs on GPUs (fixed batch shapes make them pay off)."""
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+
+
+def measure_eager(model, device, image_shape, precisions, batches, rounds: int = 2) -> dict:
+    """{'eager/precision/batch': images per second}, the best of `rounds` interleaved rounds (so a
+    passing load on the machine hits every candidate alike); a precision 3x slower than the best so
+    far at its first batch size is not measured further (bf16 on CPUs without native support)."""
+    rates, slow = {}, set()
+    for _ in range(rounds):
+        for p in precisions:
+            for i, b in enumerate(batches):
+                if p in slow:
+                    break
+                key = f"eager/{p}/{b}"
+                rates[key] = max(rates.get(key, 0.0), forward_rate(model, device, p, b, image_shape, seconds=0.4))
+                if i == 0 and rates[key] * 3 < max(rates.values()):
+                    slow.add(p)
+    return rates
+
+
+def _load_table() -> dict:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
-                samples: int = 0, progress=None) -> Plan:
-    """The model on `device` (eval, channels-last) with the precision and batch to sample at.
-    'auto' precision and/or a None batch are measured once per machine and model and cached."""
+                samples: int = 0, progress=None, remeasure: bool = False) -> Plan:
+    """The model on `device` (eval, channels-last) with the precision, batch and eager/compiled
+    choice to sample `samples` noisy images at. Given precision and batch are used as they are;
+    'auto' and None are resolved by measurement, cached per machine and model (remeasure, or
+    CSRS_REMEASURE=1, measures again)."""
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     if precision != "auto" and batch is not None:
         return Plan(model, precision, batch)
-    precisions = [precision] if precision != "auto" else (
-        ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
-    batches = GPU_BATCHES if device.type == "cuda" else CPU_BATCHES
-    if batch is not None:
-        batches = (batch,)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
+    batches = BATCHES[kind] if batch is None else (batch,)
     key = f"{machine_id(device)}|{model_id(model, image_shape)}|{','.join(precisions)}|{batches}"
-    path = _cache_file()
-    try:
-        table = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        table = {}
-    if key not in table:
-        if samples and samples < 20 * max(batches):  # too small a job to repay a measurement
-            return Plan(model, precisions[0], batches[0] if batch is None else batch)
-        table[key] = measure(model, device, image_shape, precisions, batches)
-        atomic_write_text(path, json.dumps(table, indent=1))
-    rates = table[key]
+    table = _load_table()
+    rates = None if remeasure or os.environ.get("CSRS_REMEASURE") == "1" else table.get(key)
+    if rates is None and samples < MEASURE_WORTH_SAMPLES:
+        fallback = "fp32" if precision == "auto" else precision
+        return Plan(model, fallback, batches[len(batches) // 2] if batch is None else batch)
+    if rates is None:
+        rates = measure_eager(model, device, image_shape, precisions, batches)
     best = max(rates, key=rates.get)
-    chosen_precision, chosen_batch = best.split("/")
+    eager_seconds = samples / rates[best]
+    if eager_seconds > COMPILE_WORTH_S and not any(k.startswith("compiled/") for k in rates):
+        for p in dict.fromkeys(k.split("/")[1] for k in sorted(rates, key=rates.get, reverse=True)[:2]):
+            b = int(max((k for k in rates if k.split("/")[1] == p), key=rates.get).split("/")[2])
+            try:
+                rates[f"compiled/{p}/{b}"] = forward_rate(compile_model(model, device), device, p, b, image_shape)
+            except Exception as exc:  # no compiler on this machine: eager it is
+                rates[f"compiled/{p}/{b}"] = 0.0
+                if progress is not None:
+                    progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
+        best = max(rates, key=rates.get)
+    if table.get(key) != rates:
+        table[key] = rates
+        atomic_write_text(_cache_file(), json.dumps(table, indent=1))
+    runtime, chosen_precision, chosen_batch = best.split("/")
+    compiled = runtime == "compiled" and eager_seconds > COMPILE_WORTH_S
+    if runtime == "compiled" and not compiled:  # measured before, but this job is too small to repay it
+        best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
+        runtime, chosen_precision, chosen_batch = best.split("/")
+    plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates)
     if progress is not None:
-        progress.write("plan", precision=chosen_precision, batch=int(chosen_batch), measured=rates)
-    return Plan(model, chosen_precision, int(chosen_batch), rates)
+        progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled,
+                       images_per_s=round(rates[best]), measured={k: round(v) for k, v in rates.items()})
+    return plan

@@ -82,20 +82,35 @@ def cmd_train(a):
 
 
 def cmd_report(a):
-    from csrs_core.report import report_table, to_latex
+    import pandas as pd
+
+    from csrs_core.report import COLUMNS, STAT_COLUMNS, report_table, to_latex
     s = check_settings(REPORT, vars(a))
-    report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"])
+    report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"])
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     df = report.table
     if df.empty:
         raise CSRSError(f"no checkpoint with a valid certification record under {s['checkpoints']}")
+    # the header says what the numbers mean; on stdout it would break the CSV/LaTeX a tool reads
+    print(report.header, file=sys.stdout if s["format"] == "text" else sys.stderr)
+
+    def p_value(v):
+        return "" if pd.isna(v) else f"{v:.4g}"
+
     if s["format"] == "csv":
-        print(df[["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]].to_csv(index=False, float_format="%.4f"), end="")
+        out = df[COLUMNS + STAT_COLUMNS].copy()
+        out["p_acc"], out["p_rob_cs"] = out["p_acc"].map(p_value), out["p_rob_cs"].map(p_value)
+        print(out.to_csv(index=False, float_format="%.4f"), end="")
     elif s["format"] == "latex":
         print(to_latex(df, f"Cost {s['cost']}, eps = {s['eps']}, mode {s['mode']}, alpha {s['alpha']}"))
     else:
-        print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        shown = df.copy()
+        for c in ("d_acc", "d_rob_cs"):   # signed differences; "-": not compared
+            shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:+.3f}")
+        for c in ("p_acc", "p_rob_cs"):   # small p-values in full; "-": the baseline or not compared
+            shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2g}")
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -14,14 +14,14 @@ def _hinge_sum(threshold: float, top: torch.Tensor, other: torch.Tensor, eligibl
 
     Margins are dropped only when truly infinite (a probability exactly 0 or 1, where Phi^-1 is
     infinite), as in MACER. The rows are selected *before* Phi^-1 is taken with gradients, so an
-    unselected row never contributes 0 * inf = NaN to the gradient (bf16 included)."""
+    unselected row never contributes 0 * inf = NaN to the gradient (bf16 included): unselected
+    rows are replaced by 1/2 before Phi^-1, with masks only (no host synchronisation)."""
     finite = (top > 0) & (top < 1) & (other > 0) & (other < 1)
     with torch.no_grad():
-        safe = lambda p: torch.where(finite, p, torch.full_like(p, 0.5))  # noqa: E731
-        d = torch.special.ndtri(safe(top)) - torch.special.ndtri(safe(other))
+        d = torch.special.ndtri(torch.where(finite, top, 0.5)) - torch.special.ndtri(torch.where(finite, other, 0.5))
         pick = eligible & finite & ((d > low) if low_open else (d >= low)) & (d <= high)
-    margin = torch.special.ndtri(top[pick]) - torch.special.ndtri(other[pick])
-    return (threshold - margin).sum()
+    margin = torch.special.ndtri(torch.where(pick, top, 0.5)) - torch.special.ndtri(torch.where(pick, other, 0.5))
+    return torch.where(pick, threshold - margin, 0.0).sum()
 
 
 def _smoothed(logits: torch.Tensor, labels: torch.Tensor, beta: float):
@@ -43,33 +43,47 @@ def _top_y_and_other(q: torch.Tensor, labels: torch.Tensor):
     return q_y, others.max(1).values, q.argmax(1) == labels
 
 
-def gaussian_loss(logits, labels):
+def _report(parts: dict, as_tensors: bool) -> dict:
+    """Each term's batch mean: detached 0-d tensors (no host synchronisation) or floats."""
+    detached = {k: v.detach() for k, v in parts.items()}
+    return detached if as_tensors else {k: float(v) for k, v in detached.items()}
+
+
+def _omega(cost, labels: torch.Tensor) -> torch.Tensor:
+    """Omega_y per example as a bool [B, m] tensor; `cost` is a CostMatrix or its bool matrix
+    already on the device (so training moves it once, not every step)."""
+    matrix = cost if isinstance(cost, torch.Tensor) else torch.as_tensor(cost.matrix, device=labels.device)
+    return matrix[labels]
+
+
+def gaussian_loss(logits, labels, as_tensors: bool = False):
     """Cohen et al.: cross-entropy of the first noisy copy."""
     loss = F.cross_entropy(logits[:, 0].float(), labels)
-    return loss, {"ce": loss.item()}
+    return loss, _report({"ce": loss}, as_tensors)
 
 
-def cohen_r_loss(logits, labels, cost: CostMatrix, weight: float = 1.2):
+def cohen_r_loss(logits, labels, cost, weight: float = 1.2, as_tensors: bool = False):
     """Cross-entropy with weight `weight` on sensitive examples, 1 elsewhere, divided by B."""
-    sens = torch.as_tensor(cost.sensitive_mask(labels.cpu().numpy()), device=labels.device)
-    w = torch.where(sens, torch.full_like(labels, 1, dtype=torch.float32) * weight, torch.ones_like(labels, dtype=torch.float32))
+    sensitive = _omega(cost, labels).any(1)
+    w = torch.where(sensitive, weight, 1.0)
     ce = F.cross_entropy(logits[:, 0].float(), labels, reduction="none")
     loss = (w * ce).sum() / labels.shape[0]
-    return loss, {"ce": ce.mean().item(), "weighted_ce": loss.item()}
+    return loss, _report({"ce": ce.mean(), "weighted_ce": loss}, as_tensors)
 
 
-def macer_loss(logits, labels, sigma: float, lam: float = 12.0, gamma: float = 8.0, beta: float = 16.0):
+def macer_loss(logits, labels, sigma: float, lam: float = 12.0, gamma: float = 8.0, beta: float = 16.0,
+               as_tensors: bool = False):
     """Zhai et al.: soft smoothed NLL plus lam * sigma/2 * hinge on correct examples' margins."""
     B = labels.shape[0]
     i1, q = _smoothed(logits, labels, beta)
     q_y, q_other, correct = _top_y_and_other(q, labels)
     robust = _hinge_sum(gamma, q_y, q_other, correct, 0.0, gamma)
     loss = ((i1 + lam * sigma / 2 * robust) / B).float()
-    return loss, {"ce": i1.item() / B, "robust": robust.item() / B}
+    return loss, _report({"ce": i1 / B, "robust": robust / B}, as_tensors)
 
 
-def cs_macer_loss(logits, labels, cost: CostMatrix, sigma: float, lam: float = 3.0,
-                  gamma1: float = 4.0, gamma2: float = 16.0, beta: float = 16.0):
+def cs_macer_loss(logits, labels, cost, sigma: float, lam: float = 3.0,
+                  gamma1: float = 4.0, gamma2: float = 16.0, beta: float = 16.0, as_tensors: bool = False):
     """The paper's Eq. 4 for any binary cost matrix: I1 + lam*sigma/2*(I2 + I3), divided by B.
 
     I3 (sensitive examples): hinge gamma2 - d_cs on -gamma2 <= d_cs <= gamma2, where
@@ -77,7 +91,7 @@ def cs_macer_loss(logits, labels, cost: CostMatrix, sigma: float, lam: float = 3
     non-sensitive examples and pairwise-like sensitive rows (|Omega_y| < m - 1)."""
     B, m = labels.shape[0], logits.shape[-1]
     i1, q = _smoothed(logits, labels, beta)
-    omega = torch.as_tensor(cost.matrix, device=labels.device)[labels]        # [B, m]
+    omega = _omega(cost, labels)                                              # [B, m]
     omega_size = omega.sum(1)
     sensitive = omega_size > 0
 
@@ -89,4 +103,4 @@ def cs_macer_loss(logits, labels, cost: CostMatrix, sigma: float, lam: float = 3
     costly_top = q.masked_fill(~omega, -1.0).max(1).values
     i3 = _hinge_sum(gamma2, safe_top, costly_top, sensitive, -gamma2, gamma2)
     loss = ((i1 + lam * sigma / 2 * (i2 + i3)) / B).float()
-    return loss, {"ce": i1.item() / B, "i2": i2.item() / B, "i3": i3.item() / B}
+    return loss, _report({"ce": i1 / B, "i2": i2 / B, "i3": i3 / B}, as_tensors)

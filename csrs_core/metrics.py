@@ -11,7 +11,10 @@ def _share(hit: np.ndarray, among: np.ndarray) -> float:
 
 
 def summarize(table: pd.DataFrame, eps: float = 0.25) -> dict:
-    """Acc, Rob_cs(eps), Rob_std(eps), Rob_non(eps); Rob_cs/Rob_std are NaN with no sensitive example."""
+    """Acc, Rob_cs(eps), Rob_std(eps), Rob_non(eps); Rob_cs/Rob_std are NaN with no sensitive example.
+
+    Also balanced_acc: the mean over the classes present of each class's accuracy (see
+    balanced_accuracy), which a class imbalance cannot inflate the way it can Acc."""
     label = table["label"].to_numpy()
     sensitive = table["sensitive"].to_numpy()
     correct = table["pred_std"].to_numpy() == label
@@ -25,7 +28,32 @@ def summarize(table: pd.DataFrame, eps: float = 0.25) -> dict:
         "rob_non": _share(correct & (r1 > eps), ~sensitive),
         "n": int(len(table)),
         "n_sensitive": int(sensitive.sum()),
+        "balanced_acc": balanced_accuracy(table),
     }
+
+
+def per_class_recall(table: pd.DataFrame, eps: float | None = None, num_classes: int | None = None) -> np.ndarray:
+    """[m] per true class c: the share of class-c examples whose standard certificate predicts c
+    (eps None: the class's accuracy, its recall), or predicts c with R1(alpha) > eps (the certified
+    recall at eps; per_class's certified_acc column). NaN for a class with no example; m is
+    num_classes, or the largest label + 1."""
+    label = table["label"].to_numpy().astype(np.int64)
+    m = max(int(num_classes or 0), int(label.max()) + 1 if label.size else 0)
+    hit = table["pred_std"].to_numpy() == label
+    if eps is not None:
+        hit = hit & (table["r1"].to_numpy() > eps)
+    n = np.bincount(label, minlength=m).astype(float)
+    k = np.bincount(label[hit], minlength=m).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, k / n, np.nan)
+
+
+def balanced_accuracy(table: pd.DataFrame, eps: float | None = None) -> float:
+    """Mean over the classes that have examples of per_class_recall (eps None: balanced accuracy;
+    with eps, the balanced certified accuracy at eps); NaN with no example."""
+    recall = per_class_recall(table, eps)
+    present = recall[~np.isnan(recall)]
+    return float(present.mean()) if present.size else float("nan")
 
 
 def eps_curve(table: pd.DataFrame, eps_grid) -> pd.DataFrame:

@@ -180,6 +180,9 @@ REPORT = {o.name: o for o in (
          required=True),
     CERTIFY["cost"], CERTIFY["eps"], CERTIFY["alpha"], CERTIFY["mode"],
     _opt("format", str, "text", "output format", choices=("text", "csv", "latex")),
+    _opt("baseline", str, None, "checkpoint (its name in the table: relative to --checkpoints, without .pt) "
+         "that paired tests (exact McNemar on the same examples) compare every other against; default: "
+         "the one trained with method gaussian if exactly one is, else the first row"),
 )}
 
 

@@ -101,7 +101,8 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     N, m = len(data), data.num_classes
     labels = data.labels.numpy()
     meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],
-            "classes": data.classes, "num_examples": N, "device": str(dev), "batch": plan.batch}
+            "classes": data.classes, "num_examples": N, "device": str(dev), "batch": plan.batch,
+            "runtime": "compiled" if plan.compiled else "eager"}
     if command:
         meta["command"] = command
     shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
@@ -117,7 +118,7 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
         tracker = _Rate(progress, total)
         for start in range(0, len(mine), CHUNK):
             part = mine[start:start + CHUNK]
-            c0, c = sample_counts(plan.model, data.images, data.indices, m, sigma, s["n0"], s["n"], plan.batch,
+            c0, c = sample_counts(plan.runnable(dev), data.images, data.indices, m, sigma, s["n0"], s["n"], plan.batch,
                                   s["seed"], dev, plan.precision, positions=part, on_batch=tracker)
             counts0[part], counts[part], done[part] = c0[part], c[part], True
             write_record(shard, counts0, counts, labels, data.indices, meta, done=done)

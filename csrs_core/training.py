@@ -97,18 +97,19 @@ class TrainConfig:
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with padding of size/8 and horizontal flip, batched; images float [B, C, H, W]."""
+    """Random crop with padding of size/8 and horizontal flip, batched, on the images' device
+    (the generator lives there too); images float [B, C, H, W]."""
     B, C, H, W = images.shape
+    dev = images.device
     pad = max(H // 8, 1)
     padded = F.pad(images, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-    rows = (oy[:, None] + torch.arange(H))[:, :, None]
-    cols = (ox[:, None] + torch.arange(W))[:, None, :]
-    out = padded.permute(0, 2, 3, 1)[torch.arange(B)[:, None, None], rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(B, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out.contiguous()
+    oy = torch.randint(0, 2 * pad + 1, (B,), generator=gen, device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (B,), generator=gen, device=dev)
+    rows = (oy[:, None] + torch.arange(H, device=dev))[:, :, None]
+    cols = (ox[:, None] + torch.arange(W, device=dev))[:, None, :]
+    out = padded.permute(0, 2, 3, 1)[torch.arange(B, device=dev)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    flip = torch.rand(B, generator=gen, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out).contiguous()
 
 
 def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
@@ -118,15 +119,17 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def compute_loss(cfg: TrainConfig, logits, labels, cost: CostMatrix):
+def compute_loss(cfg: TrainConfig, logits, labels, cost):
+    """The method's loss and its parts as device tensors (cost: the bool matrix on the device)."""
     if cfg.method == "gaussian":
-        return gaussian_loss(logits, labels)
+        return gaussian_loss(logits, labels, as_tensors=True)
     if cfg.method == "cohen-r":
-        return cohen_r_loss(logits, labels, cost, weight=cfg.weight)
+        return cohen_r_loss(logits, labels, cost, weight=cfg.weight, as_tensors=True)
     if cfg.method == "macer":
-        return macer_loss(logits, labels, sigma=cfg.sigma, lam=cfg.lam, gamma=cfg.gamma, beta=cfg.beta)
+        return macer_loss(logits, labels, sigma=cfg.sigma, lam=cfg.lam, gamma=cfg.gamma, beta=cfg.beta,
+                          as_tensors=True)
     return cs_macer_loss(logits, labels, cost, sigma=cfg.sigma, lam=cfg.lam, gamma1=cfg.gamma1,
-                         gamma2=cfg.gamma2, beta=cfg.beta)
+                         gamma2=cfg.gamma2, beta=cfg.beta, as_tensors=True)
 
 
 class TrainingInterrupted(TrainingError):
@@ -182,6 +185,8 @@ def _train(cfg: TrainConfig, display) -> dict:
     model.to(device).to(memory_format=torch.channels_last)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    images, labels = data.images.to(device), data.labels.to(device)   # moved once
+    cost_matrix = torch.as_tensor(cost.matrix, device=device)
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     stopper = _StopFlag()
@@ -200,7 +205,8 @@ def _train(cfg: TrainConfig, display) -> dict:
               resumed=start_epoch > 0)
     t_run = time.time()
     for epoch in range(start_epoch, cfg.epochs):
-        stats = _run_epoch(cfg, net, opt, scaler, data, cost, device, epoch, steps, world, rank, log, stopper)
+        stats = _run_epoch(cfg, net, opt, scaler, images, labels, cost_matrix, device, epoch, steps, world, rank,
+                           log, stopper)
         if stats is not None:
             meta["history"].append(stats)
             meta["epochs_done"] = epoch + 1
@@ -261,52 +267,56 @@ def noise_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator
     return torch.Generator(device).manual_seed(base)
 
 
-def _run_epoch(cfg, net, opt, scaler, data, cost, device, epoch, steps, world, rank, log, stopper) -> dict | None:
+def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps, world, rank, log,
+               stopper) -> dict | None:
     """One epoch; its statistics, or None when stopped before its end (nothing is saved then)."""
     net.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     noise_gen = noise_generator(cfg.seed, epoch, rank, device)
-    order = torch.randperm(len(data), generator=gen)
+    # augmentation runs where the images are; on the CPU it shares the data-order generator
+    aug_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(labels), generator=gen)
     totals = {}
-    correct = seen = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
     t0 = time.time()
     k = cfg.gauss_num
     for step in range(steps):
         lr = learning_rate(cfg, epoch, step, steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = order[step * cfg.batch:(step + 1) * cfg.batch]
-        x = augment(data.float_images(idx), gen)[rank::world].to(device)
-        y = data.labels[idx][rank::world].to(device)
+        idx = order[step * cfg.batch:(step + 1) * cfg.batch].to(images.device)
+        x = augment(images[idx].float().div_(255.0), aug_gen)[rank::world]
+        y = labels[idx][rank::world]
         x = x.repeat_interleave(k, 0)
         x = (x + cfg.sigma * torch.randn(x.shape, generator=noise_gen, device=device)).contiguous(
             memory_format=torch.channels_last)
         with autocast(device, cfg.precision):
             logits = net(x).view(len(y), k, -1)
         loss, parts = compute_loss(cfg, logits, y, cost)
-        if not torch.isfinite(loss):
-            msg = f"loss became {loss.item()} at epoch {epoch}, step {step} ({parts}): lower --lr or --lam"
-            log.write("error", epoch=epoch, step=step, message=msg)
-            error = TrainingError(msg)
-            error.exit_code = 1
-            raise error
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        for key, v in {"loss": loss.item(), **parts}.items():
-            totals[key] = totals.get(key, 0.0) + v
-        correct += (logits[:, 0].argmax(-1) == y).sum().item()
+        for key, v in {"loss": loss.detach(), **parts}.items():
+            totals[key] = totals[key] + v if key in totals else v
+        correct += (logits[:, 0].argmax(-1) == y).sum()
         seen += len(y)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # the only host synchronisation
+            means = {key: v.item() / (step + 1) for key, v in totals.items()}
+            if not math.isfinite(means["loss"]):
+                msg = f"loss became {means['loss']} at epoch {epoch}, step {step + 1} ({means}): lower --lr or --lam"
+                log.write("error", epoch=epoch, step=step + 1, message=msg)
+                error = TrainingError(msg)
+                error.exit_code = 1
+                raise error
             elapsed = time.time() - t0
             rate = seen * k * world / elapsed
             remaining = (steps - step - 1) + steps * (cfg.epochs - epoch - 1)
-            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr,
-                      **{key: v / (step + 1) for key, v in totals.items()},
-                      acc=correct / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
+            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, **means,
+                      acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
         if stopper.signum is not None:
             return None
     elapsed = time.time() - t0
-    return {"epoch": epoch + 1, **{key: v / (step + 1) for key, v in totals.items()}, "acc": correct / max(seen, 1),
+    return {"epoch": epoch + 1, **means, "acc": correct.item() / max(seen, 1),
             "images_per_s": seen * k * world / elapsed, "seconds": elapsed, "lr": lr}

@@ -33,3 +33,20 @@ def test_shipped_sample_reuses_the_committed_counts(case):
     rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="fp32")
     chosen, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     assert rec.from_cache and chosen[ckpt][0].path == rec.path
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_sampler_reproduces_shipped_counts_exactly(case):
+    """The noise scheme named in the records (csrs-noise-v1) is the one the code draws today."""
+    from csrs_core.sampling import SAMPLING_SCHEME, sample_counts
+    from csrs_core.store import load_record
+    sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
+    ckpt = list_checkpoints(SHIPPED / case)[0]
+    chosen, _ = select_for_comparison([ckpt])
+    record = load_record(chosen[ckpt][0].path)
+    assert record.meta["scheme"] == SAMPLING_SCHEME and record.meta["precision"] == "fp32"
+    model, meta = load_model(ckpt)
+    part = sample.subset([0, 1, 2])
+    c0, c = sample_counts(model, part.images, part.indices, len(meta["classes"]), record.meta["sigma"],
+                          record.meta["n0"], record.meta["n"], batch=256, seed=record.meta["seed"])
+    assert (c0 == record.counts0[:3]).all() and (c == record.counts[:3]).all()

@@ -1,0 +1,106 @@
+"""Paired significance tests for two checkpoints certified on the same examples.
+
+Two checkpoints whose records share their data identity (store.RecordInfo.data_id: data set,
+split, example indices in order, and content digest) were certified on exactly the same examples,
+in the same order, so their per-example outcomes are paired. The right test for a difference of
+two proportions on paired binary outcomes is McNemar's test, which uses only the discordant pairs.
+
+Outcomes compared (design.md section 3), each from a certify_from_counts table:
+
+- Acc: the standard certificate predicts the true label (`pred_std == label`), over all examples;
+- Rob_cs(eps): `cost_robust_radius > eps`, over the sensitive examples only (the same set for both
+  tables, as both use the same labels and cost matrix).
+
+Both tables must come from the same alpha and mode, as the certificates and so the outcomes depend
+on them. The p-values are per comparison: when many checkpoints are compared with one baseline,
+adjust them for multiple comparisons (e.g. Holm) before claiming any single one.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from csrs_core import CSRSError
+from csrs_core.metrics import balanced_accuracy
+
+
+class McNemar(NamedTuple):
+    """diff = mean(b) − mean(a); n01 = pairs with a wrong and b right; n10 = a right and b wrong."""
+    diff: float
+    p_value: float
+    n01: int
+    n10: int
+
+
+def mcnemar(a, b) -> McNemar:
+    """McNemar's test of H0 "a and b succeed equally often" on paired boolean outcomes.
+
+    Always the exact (conditional) test: given the d = n01 + n10 discordant pairs, n01 is
+    Binomial(d, 1/2) under H0, and the p-value is the two-sided binomial one,
+    p = min(1, 2·P(X ≤ min(n01, n10))) (scipy.stats.binomtest; 1 when n01 = n10, including d = 0).
+    The exact test is used at every d, not only for small ones: it never exceeds its nominal size
+    (it is conservative: its type-I error is at most the level, for any number of pairs), it costs
+    nothing here, and it avoids the switch between two tests at an arbitrary d. The chi-square
+    approximation with continuity correction gives nearly the same p-values for large d; the
+    mid-p variant is less conservative but does not guarantee the level, so it is not used.
+
+    Returns McNemar(diff, p_value, n01, n10); diff and p_value are NaN for empty inputs."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise CSRSError(f"paired outcomes must be two 1-d arrays of one length; got {a.shape} and {b.shape}")
+    n01 = int((~a & b).sum())
+    n10 = int((a & ~b).sum())
+    if a.size == 0:
+        return McNemar(float("nan"), float("nan"), 0, 0)
+    discordant = n01 + n10
+    p = 1.0 if discordant == 0 else float(binomtest(n01, discordant, 0.5, alternative="two-sided").pvalue)
+    return McNemar((n01 - n10) / a.size, min(p, 1.0), n01, n10)
+
+
+def paired_outcomes(table: pd.DataFrame, eps: float) -> dict:
+    """Per-example boolean outcomes of one certify_from_counts table: 'acc' (all examples) and
+    'rob_cs' (sensitive examples only, in table order), and the 'sensitive' mask."""
+    sensitive = table["sensitive"].to_numpy(dtype=bool)
+    return {
+        "acc": table["pred_std"].to_numpy() == table["label"].to_numpy(),
+        "rob_cs": (table["cost_robust_radius"].to_numpy() > eps)[sensitive],
+        "sensitive": sensitive,
+    }
+
+
+def paired_comparison(table_a: pd.DataFrame, table_b: pd.DataFrame, eps: float) -> dict:
+    """Checkpoint b against checkpoint a (the baseline) on the same examples, by exact McNemar tests.
+
+    Both tables must be certify_from_counts tables of records with the same data identity (the
+    caller checks that; here the labels and the sensitive examples must agree, else CSRSError),
+    made with the same cost matrix, alpha and mode. Differences are b − a. Returns a dict:
+    n, n_sensitive; acc_a, acc_b, d_acc, p_acc, acc_n01, acc_n10; rob_cs_a, rob_cs_b, d_rob_cs,
+    p_rob_cs, rob_cs_n01, rob_cs_n10 (NaN Rob_cs values and p without sensitive examples);
+    balanced_acc_a, balanced_acc_b, d_balanced_acc (no test: it is not one paired proportion)."""
+    la, lb = table_a["label"].to_numpy(), table_b["label"].to_numpy()
+    if la.shape != lb.shape or not np.array_equal(la, lb):
+        raise CSRSError("the two tables are not of the same examples (their labels differ): "
+                        "a paired comparison needs records with the same data identity")
+    oa, ob = paired_outcomes(table_a, eps), paired_outcomes(table_b, eps)
+    if not np.array_equal(oa["sensitive"], ob["sensitive"]):
+        raise CSRSError("the two tables mark different examples sensitive: were they made with the same cost matrix?")
+    acc = mcnemar(oa["acc"], ob["acc"])
+    rob = mcnemar(oa["rob_cs"], ob["rob_cs"])
+    nan = float("nan")
+
+    def mean(x):
+        return float(x.mean()) if x.size else nan
+
+    bal_a, bal_b = balanced_accuracy(table_a), balanced_accuracy(table_b)
+    return {
+        "n": int(la.size), "n_sensitive": int(oa["sensitive"].sum()), "test": "exact McNemar (two-sided)",
+        "acc_a": mean(oa["acc"]), "acc_b": mean(ob["acc"]), "d_acc": acc.diff, "p_acc": acc.p_value,
+        "acc_n01": acc.n01, "acc_n10": acc.n10,
+        "rob_cs_a": mean(oa["rob_cs"]), "rob_cs_b": mean(ob["rob_cs"]), "d_rob_cs": rob.diff,
+        "p_rob_cs": rob.p_value, "rob_cs_n01": rob.n01, "rob_cs_n10": rob.n10,
+        "balanced_acc_a": bal_a, "balanced_acc_b": bal_b, "d_balanced_acc": bal_b - bal_a,
+    }
