@@ -39,25 +39,31 @@ def _host_name(host: str | None) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def access_problem() -> str | None:
-    """Why this request gets no app, or None. Unless the dashboard was started exposed on purpose
-    (`csrs dashboard --address ...` sets CSRS_EXPOSED), only clients on this machine that name it
-    by a loopback name are served: a page elsewhere reaching the port through DNS rebinding sends
-    its own host name and is refused, and so is a remote client of a server that listens on every
-    interface because it was started without the project's settings."""
-    exposed = os.environ.get("CSRS_EXPOSED")
+def refusal(host: str | None, ip: str | None, exposed: str | None) -> str | None:
+    """Why a request with this Host header and client address gets no app, or None. Unless the
+    dashboard was started exposed on purpose (`csrs dashboard --address ...` sets CSRS_EXPOSED),
+    only clients on this machine that name it by a loopback name are served: a page elsewhere
+    reaching the port through DNS rebinding sends its own host name and is refused, and so is a
+    remote client of a server that listens on every interface because it was started without
+    the project's settings."""
     if exposed:
-        st.sidebar.warning(f"This dashboard listens on {exposed}: anyone who can reach it can use it.")
         return None
-    host = _host_name(st.context.headers.get("Host"))
-    ip = st.context.ip_address
-    if host and host not in LOOPBACK_HOSTS:
-        return (f"Refused: this dashboard answers only to localhost / 127.0.0.1, not to host {host!r}. "
+    name = _host_name(host)
+    if name and name not in LOOPBACK_HOSTS:
+        return (f"Refused: this dashboard answers only to localhost / 127.0.0.1, not to host {name!r}. "
                 "To serve other machines on purpose, start it with `csrs dashboard --address ADDRESS`.")
-    if ip and ip not in ("127.0.0.1", "::1", "localhost") and not ip.startswith("127."):
+    if ip and ip not in ("::1", "localhost") and not ip.startswith("127."):
         return ("Refused: this dashboard serves this machine only. To serve other machines on purpose, "
                 "start it with `csrs dashboard --address ADDRESS`.")
     return None
+
+
+def access_problem() -> str | None:
+    """refusal() for the current request; a visible warning when the dashboard is exposed."""
+    exposed = os.environ.get("CSRS_EXPOSED")
+    if exposed:
+        st.sidebar.warning(f"This dashboard listens on {exposed}: anyone who can reach it can use it.")
+    return refusal(st.context.headers.get("Host"), st.context.ip_address, exposed)
 
 
 def inside(path: Path, *roots: Path) -> bool:
@@ -99,23 +105,24 @@ def _stamp(path: Path) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _selection(checkpoints: tuple, stamps: tuple):
+def _listing(checkpoints: tuple, stamps: tuple):
     chosen, notes = select_for_comparison([Path(c) for c in checkpoints])
-    return {str(c): (str(info.path), same) for c, (info, same) in chosen.items()}, notes
+    listings = {c: list_records(c) for c in checkpoints}
+    return listings, {str(c): (info.path.name, same) for c, (info, same) in chosen.items()}, notes
 
 
-def case_records(root: Path, case: str, names) -> tuple[dict, list[str]]:
-    """{name: (record, same_data)} for the case's checkpoints with a valid record (the core's
-    documented rule, csrs_core.store.choose_records) and the notes on what was left out; the
-    folders are re-read only when they change."""
+def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
+    """For the case's checkpoints: {name: [RecordInfo]} (valid, stale and corrupt records),
+    {name: default record file name} by the core's documented rule (csrs_core.store.choose_records),
+    and the notes on what is left out; the folders are re-read only when they change."""
     paths = tuple(str(root / case / f"{n}.pt") for n in names)
-    chosen, notes = _selection(paths, tuple(_stamp(Path(p)) for p in paths))
-    out = {}
-    for name, path in zip(names, paths):
-        if path in chosen:
-            record_path, same = chosen[path]
-            out[name] = (_record(record_path, Path(record_path).stat().st_mtime), same)
-    return out, notes
+    listings, chosen, notes = _listing(paths, tuple(_stamp(Path(p)) for p in paths))
+    return ({n: listings[p] for n, p in zip(names, paths)},
+            {n: chosen[p][0] for n, p in zip(names, paths) if p in chosen}, notes)
+
+
+def load_cached_record(info):
+    return _record(str(info.path), info.path.stat().st_mtime)
 
 
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):

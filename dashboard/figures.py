@@ -37,12 +37,18 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return pts[keep].sort_values("acc")
 
 
+SYMBOLS = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "star"}
+
+
 def tradeoff(summary: pd.DataFrame) -> go.Figure:
-    """Acc vs Rob_cs per checkpoint with the Pareto front (paper Fig. 1c)."""
+    """Acc vs Rob_cs per checkpoint with the Pareto front (paper Fig. 1c). Each checkpoint is its
+    own legend entry (colour) with its method's symbol, so nearby points never overlap labels."""
     fig = go.Figure()
-    for i, (method, df) in enumerate(summary.groupby("method", sort=False)):
-        fig.add_scatter(x=df.rob_cs, y=df.acc, mode="markers+text", text=df.checkpoint, name=method,
-                        textposition="top center", marker=dict(size=11, color=_color(i)))
+    for i, row in enumerate(summary.itertuples()):
+        fig.add_scatter(x=[row.rob_cs], y=[row.acc], mode="markers", name=f"{row.checkpoint} ({row.method})",
+                        marker=dict(size=13, color=_color(i), symbol=SYMBOLS.get(row.method, "circle"),
+                                    line=dict(width=1, color="white")),
+                        hovertemplate=f"{row.checkpoint}<br>Rob_cs %{{x:.3f}}<br>Acc %{{y:.3f}}<extra></extra>")
     front = pareto_front(summary)
     if len(front) > 1:
         fig.add_scatter(x=front.rob_cs, y=front.acc, mode="lines", name="Pareto front", line=dict(color="grey", dash="dot"))
@@ -96,4 +102,20 @@ def training_curves(steps: pd.DataFrame) -> go.Figure:
         if key in steps:
             fig.add_scatter(x=x, y=steps[key], name=key, mode="lines")
     fig.update_layout(xaxis_title="epoch", yaxis_title="batch mean", margin=dict(t=30))
+    return fig
+
+
+def lower_bound_ecdf(bounds: pd.DataFrame) -> go.Figure:
+    """bounds: checkpoint, p_lower (the lower confidence bound of p_A per example). The empirical
+    distribution function per checkpoint: what an average radius hides (many examples just above
+    or below 1/2, a few near 1)."""
+    fig = go.Figure()
+    for i, (name, df) in enumerate(bounds.groupby("checkpoint", sort=False)):
+        x = np.sort(df.p_lower.to_numpy())
+        fig.add_scatter(x=x, y=np.arange(1, len(x) + 1) / max(len(x), 1), name=name, mode="lines",
+                        line=dict(color=_color(i), shape="hv"))
+    fig.add_vline(x=0.5, line=dict(color="grey", dash="dot"))
+    fig.update_layout(xaxis_title="lower confidence bound of p_A (certified iff > 1/2)",
+                      yaxis_title="share of examples ≤ x", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
+                      margin=dict(t=30))
     return fig

@@ -30,17 +30,23 @@ def _eta(job) -> str:
 
 def jobs_panel(root, kind: str) -> bool:
     """Show the jobs of `kind`; True while one is still active (the caller refreshes)."""
-    listed = [j for j in jobs.list_jobs(root) if j["kind"] == kind]
+    everything = jobs.list_jobs(root)
+    listed = [j for j in everything if j.get("kind") == kind]
+    broken = [j for j in everything if j["state"] == "broken"]
+    if broken:
+        st.warning(f"{len(broken)} job folder(s) under {jobs.jobs_dir(root)} cannot be read and are ignored: "
+                   + "; ".join(f"{j['id']}: {j.get('reason') or j.get('error', '')}" for j in broken[:3]))
     if not listed:
         st.caption("No jobs yet.")
         return False
     for job in listed[:10]:
-        argv = job["argv"]
+        argv = job.get("argv") or []
         if "--epochs" in argv:
             job["epochs"] = int(argv[argv.index("--epochs") + 1])
         frac, text = _fraction(job)
         with st.container(border=True):
-            st.markdown(f"**{job['out']}** — {job['state']}")
+            reason = f" ({job['reason']})" if job.get("reason") and job["state"] != "done" else ""
+            st.markdown(f"**{job['out']}** — {job['state']}{reason}")
             st.progress(frac, text=text + _eta(job))
             if job["state"] in jobs.ACTIVE and st.button("Cancel", key=f"cancel::{job['id']}"):
                 jobs.cancel(root, job["id"])
@@ -49,7 +55,7 @@ def jobs_panel(root, kind: str) -> bool:
                 steps = pd.DataFrame([e for e in job["events"] if e.get("event") == "step"])
                 if len(steps):
                     st.plotly_chart(figures.training_curves(steps), key=f"curve::{job['id']}")
-            if job["state"] == "failed":
+            if job["state"] in ("failed", "interrupted"):
                 errors = [e["message"] for e in job["events"] if e.get("event") == "error"]
                 st.error(errors[-1] if errors else "The job failed; its log follows.")
                 st.code(job["log_tail"][-2000:] or "(empty log)")

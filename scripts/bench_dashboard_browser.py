@@ -19,8 +19,6 @@ from csrs_core.dashboard_launch import streamlit_command
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TRACES = ("() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot'))"
-          ".map(p => p.data.map(t => t.y)))")
 
 
 def free_port() -> int:
@@ -43,25 +41,42 @@ def serve(checkpoints: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("the dashboard did not start")
 
 
-def click_times(url: str, clicks: int, cells) -> list[float]:
+# In the page: stamp the click (capture phase) and, on every animation frame, count the figures
+# showing data that no figure showed before the click (the signature: each trace's x and y as sent,
+# plain or base64-encoded arrays); done when `expect` figures show new data.
+ARM = """(expect) => {
+  const sig = p => JSON.stringify((p.data || []).map(t => [t.x, t.y]));
+  const plots = () => Array.from(document.querySelectorAll('.js-plotly-plot'));
+  const before = new Set(plots().map(sig));
+  window.__clicked = null; window.__updated = null;
+  document.addEventListener('click', () => { window.__clicked = performance.now(); }, {capture: true, once: true});
+  const poll = () => {
+    const changed = plots().filter(p => !before.has(sig(p))).length;
+    if (window.__clicked !== null && changed >= expect) { window.__updated = performance.now(); return; }
+    requestAnimationFrame(poll);
+  };
+  requestAnimationFrame(poll);
+}"""
+
+
+def click_times(url: str, clicks: int, cells, figures: int = 5, changing: int = 3) -> list[float]:
+    """Seconds from each click (as the page sees it) to the frame in which `changing` figures show new data."""
     times = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=FLAGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         page.set_default_timeout(60_000)
         page.goto(url)
-        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 5")
+        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot').length >= {figures}")
         page.wait_for_timeout(1500)
         for i in range(clicks):
-            name = cells[i % len(cells)]
-            before = page.evaluate(TRACES)
-            box = page.get_by_role("checkbox", name=name)
+            box = page.get_by_role("checkbox", name=cells[i % len(cells)])
             box.scroll_into_view_if_needed()
-            t0 = time.perf_counter()
+            page.evaluate(ARM, changing)
             box.click(force=True)
-            page.wait_for_function(f"() => ({TRACES})() !== {before!r}", polling="raf")
-            times.append(time.perf_counter() - t0)
-            page.wait_for_timeout(300)
+            page.wait_for_function("() => window.__updated !== null")
+            times.append(page.evaluate("() => (window.__updated - window.__clicked) / 1000"))
+            page.wait_for_timeout(400)
         browser.close()
     return times
 
@@ -70,12 +85,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clicks", type=int, default=12)
     ap.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
+    ap.add_argument("--case", default="cifar10", help="cifar10 (10 x 10 grid) or ham10000 (2 x 2)")
+    ap.add_argument("--figures", type=int, default=5, help="figures the page shows when loaded")
+    ap.add_argument("--changing", type=int, default=3,
+                    help="figures that depend on the cost matrix (Rob_cs curves, trade-off, R1 vs R2)")
     a = ap.parse_args()
     port = free_port()
     proc = serve(Path(a.checkpoints), port)
     try:
-        cells = ["cat → dog", "cat → bird", "dog → cat", "bird → cat"]
-        times = click_times(f"http://127.0.0.1:{port}/?case=cifar10", a.clicks, cells)
+        cells = (["cat → dog", "cat → bird", "dog → cat", "bird → cat"] if a.case == "cifar10"
+                 else ["benign → malignant", "malignant → benign"])
+        times = click_times(f"http://127.0.0.1:{port}/?case={a.case}", a.clicks, cells, a.figures, a.changing)
     finally:
         proc.terminate()
         proc.wait(10)

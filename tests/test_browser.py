@@ -31,9 +31,9 @@ def server(tmp_path_factory, synthetic_checkpoint):
     root = build_case(tmp_path_factory.mktemp("browser"), synthetic_checkpoint)
     port = _free_port()
     env = dict(os.environ, CSRS_CHECKPOINTS=str(root))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    from csrs_core.dashboard_launch import streamlit_command
+    proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=root, env=env,   # started from another folder
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
@@ -85,11 +85,35 @@ def test_certification_and_training_jobs_finish(server, page):
     page.get_by_text("Started certification").wait_for()
     page.get_by_text("— done").first.wait_for(timeout=180_000)
     page.goto(url + "/train")
-    page.get_by_label("Output name").fill("browser-run")
-    page.get_by_label("epochs").fill("1")
-    page.get_by_label("k noisy copies").fill("2")
-    page.get_by_label("max steps/epoch (0 = all)").fill("2")
+    page.get_by_role("textbox", name="Output name", exact=True).fill("browser-run")
+    page.get_by_role("spinbutton", name="epochs", exact=True).fill("1")
+    page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")
+    page.get_by_role("spinbutton", name="max steps/epoch", exact=True).fill("2")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started training browser-run").wait_for()
     page.get_by_text("— done").first.wait_for(timeout=300_000)
     assert (root / "synth" / "browser-run.pt").exists()
+
+
+def test_a_running_training_job_can_be_cancelled(server, page):
+    url, root = server
+    page.goto(url + "/train")
+    page.get_by_role("textbox", name="Output name", exact=True).fill("to-cancel")
+    page.get_by_role("spinbutton", name="epochs", exact=True).fill("200")
+    page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started training to-cancel").wait_for()
+    page.get_by_text("to-cancel — running").first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Cancel").first.click()
+    page.get_by_text("to-cancel — cancelled").first.wait_for(timeout=120_000)
+
+
+def test_a_path_outside_the_data_folder_is_refused(server, page):
+    url, _ = server
+    page.goto(url + "/certify")
+    page.get_by_text("Start certification").wait_for()
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Data").first.click()
+    page.get_by_role("option", name="image folder…").click()
+    page.get_by_role("textbox", name="Image folder (inside the data folder), for 'image folder…'").fill("../../etc")
+    page.get_by_role("button", name="Start certification").click()
+    page.get_by_text("not an absolute path or '..'").wait_for()

@@ -115,3 +115,88 @@ def test_switching_to_the_shipped_medical_case(monkeypatch):
     assert "benign" in labels and "malignant" in labels
     assert at.query_params["case"] in ("ham10000", ["ham10000"])
     assert len(at.dataframe[0].value) >= 5 and at.number_input(key="eps::ham10000").value == 0.5
+
+
+def test_requests_for_other_host_names_or_from_other_machines_get_no_app():
+    from dashboard.common import refusal
+    assert refusal("localhost:8501", "127.0.0.1", None) is None
+    assert refusal("127.0.0.1:8501", "127.0.0.1", None) is None
+    assert refusal("[::1]:8501", "::1", None) is None
+    assert "not to host 'evil.example'" in refusal("evil.example:8501", "127.0.0.1", None)   # DNS rebinding
+    assert "this machine only" in refusal("localhost:8501", "10.1.2.3", None)
+    assert refusal("evil.example", "10.1.2.3", "0.0.0.0") is None                           # exposed on purpose
+
+
+def test_dashboard_launch_is_loopback_without_telemetry_or_deploy():
+    from csrs_core.dashboard_launch import streamlit_command
+    cmd = streamlit_command("127.0.0.1", 8501)
+    opts = dict(zip(cmd[5::2], cmd[6::2]))
+    assert opts["--server.address"] == "127.0.0.1" and opts["--browser.gatherUsageStats"] == "false"
+    assert opts["--client.toolbarMode"] == "minimal"
+
+
+def _job_args(root):
+    from csrs_core import jobs
+    return [j for j in jobs.list_jobs(root)]
+
+
+def test_train_page_keeps_typed_lambda_and_builds_args_through_the_core(tmp_path, monkeypatch, synthetic_checkpoint):
+    import json
+    import shutil
+    from csrs_core import jobs
+    case = tmp_path / "ck" / "synth"
+    case.mkdir(parents=True)
+    shutil.copy(synthetic_checkpoint, case / "cohen.pt")
+    at = _app(tmp_path / "ck", monkeypatch)
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train::method").select("macer")
+    at.number_input(key="train::lam").set_value(1.0)
+    at.text_input(key="train::name").input("lam-one")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    [job] = jobs.list_jobs(tmp_path / "ck")
+    argv = job["argv"]
+    assert argv[argv.index("--lam") + 1] == "1.0" and argv[argv.index("--method") + 1] == "macer"
+    jobs.cancel(tmp_path / "ck", job["id"])
+    jobs.wait(tmp_path / "ck", job["id"], 120)
+    assert json.loads((jobs.jobs_dir(tmp_path / "ck") / job["id"] / "job.json").read_text())["kind"] == "train"
+
+
+@pytest.mark.parametrize("folder, words", [("../../etc", "not an absolute path or '..'"), ("/etc", "absolute"),
+                                           ("bad\x00name", "control characters")])
+def test_certify_page_refuses_paths_outside_the_data_folder(root, monkeypatch, folder, words):
+    from csrs_core import jobs
+    at = _app(root, monkeypatch)
+    at.switch_page("pages/certify.py").run()
+    at.selectbox(key="certify::source").select("image folder…")
+    at.text_input(key="certify::folder").input(folder)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    assert not [j for j in jobs.list_jobs(root) if j.get("kind") == "certify"]
+
+
+def test_explore_offers_a_choice_of_records_and_flags_stale_ones(tmp_path, monkeypatch, synthetic_checkpoint):
+    import shutil
+    import numpy as np
+    from csrs_core.data import load_dataset
+    from csrs_core.runner import certify_counts
+    case = tmp_path / "ck" / "synth"
+    case.mkdir(parents=True)
+    shutil.copy(synthetic_checkpoint, case / "a.pt")
+    shutil.copy(synthetic_checkpoint, case / "b.pt")
+    data = load_dataset("synthetic", "test")
+    certify_counts(case / "a.pt", data, n0=10, n=40, batch=64)
+    certify_counts(case / "a.pt", data.subset(np.arange(20)), n0=10, n=80, batch=64)
+    certify_counts(case / "b.pt", data, n0=10, n=40, batch=64)
+    at = _app(tmp_path / "ck", monkeypatch)
+    choice = at.selectbox(key="record::synth::a")
+    assert len(choice.options) == 2
+    assert "64 examples" in choice.value or "64 examples" in str(choice.format_func(choice.value))
+    assert not any("different examples" in w.value for w in at.warning)
+    choice.select(choice.options[1] if choice.index == 0 else choice.options[0]).run()
+    assert any("different examples" in w.value for w in at.warning)
+    with open(case / "b.pt", "ab") as fh:   # the file changes: its record is stale
+        fh.write(b"\0")
+    at = _app(tmp_path / "ck", monkeypatch)
+    assert any("made from other content of b.pt" in w.value for w in at.warning)

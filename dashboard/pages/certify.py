@@ -1,69 +1,64 @@
-"""Certify: sample stage-A counts for checkpoints as background jobs; results land in the cache."""
-
+"""Certify: sample stage-A counts for checkpoints as background jobs; results land in the store.
+Every field is built from csrs_core.options.CERTIFY, the definitions the CLI uses."""
 import streamlit as st
 import torch
 
 from csrs_core import jobs
-from dashboard.common import checkpoints_in_case, data_root, inside, select_case
+from csrs_core.data import DATASETS
+from csrs_core.options import CERTIFY, SettingError, to_argv
+from dashboard.common import checkpoints_in_case, data_root, select_case
 from dashboard.jobs_panel import live_jobs
+from dashboard.option_widgets import inside_folder, option_widget
 
-NAMED = ["cifar10-jpeg", "cifar10", "ham10000", "imagenette", "synthetic"]
+NAMED = [n for n, spec in DATASETS.items() if not spec.takes_path]
 
 st.title("Certify")
 root, case = select_case()
 if case is None:
     st.stop()
 device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
-st.caption(f"Sampling runs on **{device}** (chosen automatically).")
+st.caption(f"Sampling runs on **{device}** (chosen automatically); precision auto measures the fastest this "
+           "machine runs the model at (once) and records the choice with the certification.")
 metas = {k: v for k, v in checkpoints_in_case(root, case).items() if isinstance(v, dict)}
 sample = root / case / "test-sample.npz"
 
 with st.form("certify_form"):
     picked = st.multiselect("Checkpoints", list(metas), default=list(metas)[:1])
     choices = ([f"shipped test sample ({case}/test-sample.npz)"] if sample.exists() else []) + NAMED + ["image folder…"]
-    source = st.selectbox("Data", choices)
-    folder = st.text_input("Image folder (inside the data folder), for 'image folder…'", "")
+    source = st.selectbox("Data", choices, key="certify::source")
+    folder = st.text_input("Image folder (inside the data folder), for 'image folder…'", "", key="certify::folder")
     c1, c2, c3 = st.columns(3)
-    split = c1.selectbox("Split", ["test", "train", "val"])
-    num = c2.number_input("Examples (0 = all)", min_value=0, value=100, step=50)
-    per_class = c3.number_input("…or per class (0 = off)", min_value=0, value=0, step=10)
-    c1, c2, c3, c4 = st.columns(4)
-    n0 = c1.number_input("n0", min_value=1, value=100)
-    n = c2.number_input("n", min_value=10, value=1000, step=100)
-    batch = c3.number_input("batch", min_value=1, value=500, step=100)
-    precision = c4.selectbox("precision", ["fp32", "bf16", "fp16"],
-                             help="bf16/fp16 autocast; on CPUs without native bf16 it is slower than fp32")
-    size = st.number_input("Image size (0 = as trained)", min_value=0, value=0)
+    values = {"split": option_widget(CERTIFY["split"], c1, "Split"),
+              "num_examples": option_widget(CERTIFY["num_examples"], c2, "Examples (empty = all)", value=100),
+              "per_class": option_widget(CERTIFY["per_class"], c3, "…or per class (empty = off)")}
+    c1, c2, c3, c4, c5 = st.columns(5)
+    values["n0"] = option_widget(CERTIFY["n0"], c1, "n0")
+    values["n"] = option_widget(CERTIFY["n"], c2, "n", value=1000)
+    values["batch"] = option_widget(CERTIFY["batch"], c3, "batch (empty = auto)")
+    values["precision"] = option_widget(CERTIFY["precision"], c4, "precision")
+    values["seed"] = option_widget(CERTIFY["seed"], c5, "seed")
+    values["image_size"] = option_widget(CERTIFY["image_size"], st, "Image size (empty = as trained)")
     submitted = st.form_submit_button("Start certification")
 
 if submitted:
-    if source.startswith("shipped"):
-        dataset = f"sample:{sample}"
-    elif source == "image folder…":
-        path = (data_root() / folder).resolve()
-        if not folder or not inside(path, data_root()):
-            st.error("The image folder must be a folder inside the data folder.")
-            st.stop()
-        dataset = f"imagefolder:{path}"
-    else:
-        dataset = source
-    for name in picked:
-        meta = metas[name]
-        args = ["certify", "--checkpoint", str(root / case / f"{name}.pt"), "--dataset", dataset, "--split", split,
-                "--data-root", str(data_root()), "--n0", str(n0), "--n", str(n), "--batch", str(batch),
-                "--precision", precision, "--cost", "overall"]
-        if per_class:
-            args += ["--per-class", str(per_class)]
-        elif num:
-            args += ["--num-examples", str(num)]
-        img = size or (meta.get("image_size") or [0])[0]
-        if img and not dataset.startswith("sample:"):
-            args += ["--image-size", str(img)]
-        try:
-            jobs.start_job(root, "certify", args, str(root / case / f"{name}.certify"))
+    try:
+        if source.startswith("shipped"):
+            dataset = f"sample:{sample}"
+        elif source == "image folder…":
+            dataset = f"imagefolder:{inside_folder(data_root(), folder, 'Image folder')}"
+        else:
+            dataset = source
+        if values["per_class"]:
+            values["num_examples"] = None
+        for name in picked:
+            size = values["image_size"] or (metas[name].get("image_size") or [None])[0]
+            run = {**values, "checkpoint": str(root / case / f"{name}.pt"), "dataset": dataset,
+                   "data_root": str(data_root()), "image_size": None if dataset.startswith("sample:") else size}
+            jobs.start_job(root, "certify", ["certify", *to_argv(CERTIFY, run), "--quiet"],
+                           str(root / case / f"{name}.certify"))
             st.success(f"Started certification of {name}.")
-        except jobs.JobError as exc:
-            st.error(str(exc))
+    except (ValueError, SettingError, jobs.JobError) as exc:
+        st.error(str(exc))
 
 st.subheader("Certification jobs")
 live_jobs(root, "certify")

@@ -1,14 +1,21 @@
-"""Explore & compare: metrics, curves and views for cached certifications (stage B only)."""
+"""Explore & compare: metrics, paired tests, curves and views for stored certifications (stage B only).
+
+The cost grid and everything that depends on the matrix run in one fragment, so a click reruns
+only that part of the page; the record choice, ε, α and mode rerun the page."""
 import numpy as np
 import pandas as pd
 import streamlit as st
+from scipy.stats import norm
 
 from csrs_core.bounds import max_certifiable_radius
 from csrs_core.certify import smoothed_confusion
 from csrs_core.metrics import eps_curve, per_class, summarize
 from csrs_core.report import to_latex
+from csrs_core.stats import paired_comparison
+from csrs_core.store import recertify_command
 from dashboard import figures
-from dashboard.common import case_classes, case_records, certificate_table, checkpoints_in_case, current_cost, select_case
+from dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case, current_cost,
+                              load_cached_record, select_case)
 from dashboard.cost_editor import cost_editor
 
 st.title("Explore & compare")
@@ -19,17 +26,35 @@ classes = case_classes(root, case)
 if classes is None:
     st.error(f"No readable checkpoint in {root / case}.")
     st.stop()
-metas = checkpoints_in_case(root, case)
-chosen, notes = case_records(root, case, [name for name, meta in metas.items() if isinstance(meta, dict)])
-records = {name: rec for name, (rec, _) in chosen.items()}
-available = list(records)
-for note in notes:
-    st.warning(note)
+metas = {name: meta for name, meta in checkpoints_in_case(root, case).items() if isinstance(meta, dict)}
+listings, defaults, notes = case_listing(root, case, list(metas))
+available = list(defaults)
 if not available:
-    st.info("No checkpoint of this case has a cached certification yet: run one on the Certify page.")
+    st.info("No checkpoint of this case has a valid certification yet: run one on the Certify page.")
+    for note in notes:
+        st.warning(note)
     st.stop()
 
-cost = cost_editor(case, current_cost(case, classes))
+with st.expander("Certifications shown (one per checkpoint)", expanded=False):
+    st.caption("Default: the data most of the checkpoints were certified on, then the largest n, then the most "
+               "examples. Stale records (made from other checkpoint content) and corrupt ones are never shown.")
+    infos = {}
+    for name in available:
+        valid = {r.path.name: r for r in listings[name] if r.status == "valid"}
+        key = f"record::{case}::{name}"
+        if st.session_state.get(key) not in valid:
+            st.session_state[key] = defaults[name]
+        picked_file = st.selectbox(name, list(valid), key=key, format_func=lambda f, v=valid: v[f].describe())
+        infos[name] = valid[picked_file]
+    for name in metas:
+        for info in listings[name]:
+            if info.status == "stale":
+                st.warning(f"{name}: a record ({info.describe()}) was made from other content of {name}.pt and is "
+                           f"not shown. Re-certify: `{recertify_command(root / case / f'{name}.pt', info.meta)}`")
+            elif info.status == "corrupt":
+                st.warning(f"{name}: record {info.path.name} is corrupt ({info.reason}) and is not used.")
+records = {name: load_cached_record(info) for name, info in infos.items()}
+
 picked = st.multiselect("Checkpoints", available, default=available, key=f"picked::{case}")
 c1, c2, c3, c4 = st.columns(4)
 sigma = records[available[0]].meta["sigma"]  # the paper's tables report ε = σ; a sensible first view
@@ -42,6 +67,15 @@ show_overall = c4.checkbox("Show overall certified accuracy", value=False, key="
 if not picked:
     st.info("Pick at least one checkpoint.")
     st.stop()
+data_ids = {records[name].data_id for name in picked}
+if len(data_ids) > 1:
+    st.warning("The checkpoints compared were certified on different examples (data, split or sample): their "
+               "numbers are not directly comparable, and paired tests are shown only against checkpoints "
+               "certified on the baseline's examples.")
+b1, b2 = st.columns(2)
+baseline = b1.selectbox("Baseline for paired tests", picked, key=f"baseline::{case}",
+                        index=next((i for i, n in enumerate(picked) if metas[n]["method"] == "gaussian"), 0))
+focus = b2.selectbox("Checkpoint for the detailed views", picked, key="focus")
 
 limits = {name: max_certifiable_radius(records[name].meta["sigma"], records[name].meta["n"], alpha) for name in picked}
 limit = min(limits.values())
@@ -50,43 +84,66 @@ st.caption(f"Largest radius these samples can certify at all (σ·Φ⁻¹(α^(1/
 if eps >= limit:
     st.warning(f"ε = {eps} is at or beyond {limit:.3f}, the largest R1 that n = {records[picked[0]].meta['n']} samples "
                f"can certify at α = {alpha}: low numbers here reflect the sampling budget, not a weak model.")
+confidence = f"1 − α = {1 - alpha:g}" if mode == "sound" else f"1 − 1.5α = {1 - 1.5 * alpha:g}"
 
-tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
-rows = []
-for name, table in tables.items():
-    s = summarize(table, eps)
-    rows.append({"checkpoint": name, "method": metas[name]["method"], **s})
-summary = pd.DataFrame(rows)
-st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {cost.describe()})")
-if summary.n_sensitive.max() == 0:
-    st.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
-st.dataframe(summary, hide_index=True, key="summary_table",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("acc", "rob_cs", "rob_std", "rob_non")})
-d1, d2 = st.columns(2)
-d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
-d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {cost.describe()}, ε = {eps}, {mode} mode"),
-                   "csrs-metrics.tex", "text/plain")
 
-grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
-curves = pd.concat([eps_curve(t, grid).assign(checkpoint=n) for n, t in tables.items()])
-st.subheader("Certified accuracy vs ε")
-st.plotly_chart(figures.eps_curves(curves, show_overall), key="fig_curves")
+@st.fragment
+def cost_dependent_views():
+    """The grid and every view that depends on the cost matrix: a click reruns only this."""
+    cost = cost_editor(case, current_cost(case, classes))
+    tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
+    rows = []
+    for name, table in tables.items():
+        row = {"checkpoint": name, "method": metas[name]["method"], **summarize(table, eps)}
+        if name != baseline and records[name].data_id == records[baseline].data_id:
+            cmp = paired_comparison(tables[baseline], table, eps)
+            row.update(d_acc=cmp["d_acc"], p_acc=cmp["p_acc"], d_rob_cs=cmp["d_rob_cs"], p_rob_cs=cmp["p_rob_cs"])
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {cost.describe()})")
+    st.caption(f"Each certificate holds with probability ≥ {confidence}. d_* and p_*: difference from the baseline "
+               f"({baseline}) and the exact McNemar p-value on the same examples (not adjusted for multiple tests).")
+    if summary.n_sensitive.max() == 0:
+        st.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
+    number = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(summary, hide_index=True, key="summary_table",
+                 column_config={**{c: number for c in ("acc", "balanced_acc", "rob_cs", "rob_std", "rob_non",
+                                                       "d_acc", "d_rob_cs")},
+                                **{c: st.column_config.NumberColumn(format="%.2g") for c in ("p_acc", "p_rob_cs")}})
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
+    d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {cost.describe()}, ε = {eps}, "
+                                                        f"{mode} mode, α = {alpha}"), "csrs-metrics.tex", "text/plain")
+    grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
+    curves = pd.concat([eps_curve(t, grid).assign(checkpoint=n) for n, t in tables.items()])
+    st.subheader("Certified accuracy vs ε")
+    st.plotly_chart(figures.eps_curves(curves, show_overall), key="fig_curves")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Accuracy / robustness trade-off")
+        st.plotly_chart(figures.tradeoff(summary), key="fig_tradeoff")
+    with right:
+        st.subheader("Per-class certified accuracy")
+        pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in tables.items()])
+        st.plotly_chart(figures.per_class_bars(pc), key="fig_perclass")
+    st.plotly_chart(figures.r1_vs_r2(tables[focus], f"{focus}: R1 vs max(R1, R2), sensitive examples"),
+                    key="fig_r1r2")
+
+
+cost_dependent_views()
+
 left, right = st.columns(2)
 with left:
-    st.subheader("Accuracy / robustness trade-off")
-    st.plotly_chart(figures.tradeoff(summary), key="fig_tradeoff")
+    st.subheader("Lower confidence bound of p_A")
+    bounds = pd.concat([pd.DataFrame({"checkpoint": name, "p_lower": norm.cdf(
+        certificate_table(records[name], current_cost(case, classes), alpha, mode).r1.to_numpy()
+        / records[name].meta["sigma"])}) for name in picked])
+    st.plotly_chart(figures.lower_bound_ecdf(bounds), key="fig_plower")
 with right:
-    st.subheader("Per-class certified accuracy")
-    pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in tables.items()])
-    st.plotly_chart(figures.per_class_bars(pc), key="fig_perclass")
-focus = st.selectbox("Checkpoint for the detailed views", picked, key="focus")
-left, right = st.columns(2)
-with left:
-    st.plotly_chart(figures.r1_vs_r2(tables[focus], f"{focus}: R1 vs max(R1, R2), sensitive examples"), key="fig_r1r2")
-with right:
-    rec = records[focus]
-    conf = smoothed_confusion(rec.counts0, rec.labels, len(classes))
-    st.plotly_chart(figures.confusion_heatmap(conf, classes, f"{focus}: smoothed classifier's confusion"), key="fig_conf")
-st.caption(f"Certification: {records[focus].meta['num_examples']} examples of {records[focus].meta['dataset']} "
-           f"({records[focus].meta['split']}), n0 = {records[focus].meta['n0']}, n = {records[focus].meta['n']}, "
-           f"σ = {records[focus].meta['sigma']}.")
+    conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
+    st.subheader("Smoothed classifier's confusion")
+    st.plotly_chart(figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
+meta = records[focus].meta
+st.caption(f"{focus}: {meta['num_examples']} examples of {meta['dataset']} ({meta['split']}), n0 = {meta['n0']}, "
+           f"n = {meta['n']}, σ = {meta['sigma']}, {meta['precision']} on {meta['device_type']}, seed {meta['seed']}, "
+           f"checkpoint sha256 {meta['checkpoint_sha256'][:12]}…, record {infos[focus].path.name}.")
