@@ -7,7 +7,10 @@
    per image. RATIO = stage A / fastest bare forward. Goal >= 0.9.
 3. A simple per-image loop for comparison (the structure of Cohen et al.'s Smooth.certify, written
    here: per image, batches of noisy copies, forward, bincount), at the same precision and batch.
-4. Stage B: median time of certify_from_counts + summarize on 10,000 examples x 10 classes with a
+4. Decisions: with a trained checkpoint (default: the shipped CIFAR-10 Cohen model) on real test
+   images (its shipped sample) and the same noise, how many examples' top class (argmax of n = 1,000
+   counts) differs between fp32 and bf16, and the mean total-variation distance between the votes.
+5. Stage B: median time of certify_from_counts + summarize on 10,000 examples x 10 classes with a
    fresh random cost matrix each time. Goal <= 20 ms.
 Usage: python scripts/bench_certify.py [--arch resnet20] [--size 32] [--device auto] [--no-compile]"""
 import argparse
@@ -19,7 +22,9 @@ import torch
 
 from csrs_core.autotune import BATCHES, PRECISIONS, choose_plan, compile_model, forward_rate, machine_id
 from csrs_core.certify import certify_from_counts
+from csrs_core.checkpoints import load_model
 from csrs_core.cost import CostMatrix
+from csrs_core.data import load_dataset
 from csrs_core.device import autocast, pick_device
 from csrs_core.metrics import summarize
 from csrs_core.models import build_model
@@ -80,6 +85,9 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the limit")
     ap.add_argument("--examples", type=int, default=None, help="images per stage-A measurement")
+    ap.add_argument("--checkpoint", default="checkpoints/cifar10/cohen.pt", help="trained model for the decisions check")
+    ap.add_argument("--sample", default="checkpoints/cifar10/test-sample.npz", help="its test images")
+    ap.add_argument("--decisions", type=int, default=100, help="images in the decisions check")
     a = ap.parse_args()
     device = pick_device(a.device)
     kind = "cuda" if device.type == "cuda" else "cpu"
@@ -115,6 +123,14 @@ def main():
         r = max(rates)
         print(f"n = {n:5d}: stage A {r:10.0f} images/s; per-image loop {loop:10.0f} images/s")
         print(f"RATIO stage A / fastest bare forward ({best_name}) at n = {n} = {r / best:.3f}   (goal >= 0.9)")
+    trained, meta = load_model(a.checkpoint)
+    data = load_dataset(f"sample:{a.sample}").subset(np.arange(a.decisions))
+    votes = {p: sample_counts(trained, data.images, data.indices, len(meta["classes"]), meta["sigma"], 0, 1000, 128,
+                              device=device, precision=p)[1] for p in ("fp32", "bf16")}
+    differ = int((votes["fp32"].argmax(1) != votes["bf16"].argmax(1)).sum())
+    tv = float(np.abs(votes["fp32"] - votes["bf16"]).sum(1).mean() / 2 / 1000)
+    print(f"fp32 vs bf16, {a.checkpoint} on {a.decisions} test images x 1,000 noisy copies (same noise): top class "
+          f"differs for {differ} of {a.decisions}; mean total-variation distance between vote shares {tv:.4f}")
     cold, warm = stage_b()
     print(f"stage B, 10,000 examples x 10 classes, fresh random cost matrix each time: first call (cold bound "
           f"tables) {cold * 1000:.1f} ms; median of the next 24 = {warm * 1000:.1f} ms   (goal <= 20 ms)")

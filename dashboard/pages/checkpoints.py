@@ -1,6 +1,5 @@
 """Checkpoints: metadata table, safe upload, delete with confirmation."""
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ import streamlit as st
 from csrs_core.store import cert_dir, list_records
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from dashboard.common import inside, select_case
+from dashboard.option_widgets import inside_folder, plain_name
 
 st.title("Checkpoints")
 root, case = select_case()
@@ -44,10 +44,15 @@ target = st.text_input("Into case folder", value=case or "uploaded")
 upload = st.file_uploader("CSRS checkpoint (.pt)", type=["pt"])
 if upload is not None and st.button("Add uploaded checkpoint"):
     name = Path(upload.name).name
-    folder = (root / target).resolve()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.pt", name) or not inside(folder, root):
-        st.error("Use a plain file name ending in .pt and a case folder inside the checkpoint folder.")
-    elif (folder / name).exists():
+    try:
+        folder = inside_folder(root, target, "Case folder")
+        plain_name(name, "File name")
+        if not name.endswith(".pt"):
+            raise ValueError(f"File name: {name!r} must end in .pt")
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+    if (folder / name).exists():
         st.error(f"{target}/{name} already exists; delete it first or rename the upload.")
     else:
         with tempfile.TemporaryDirectory(dir=root) as tmp:

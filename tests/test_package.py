@@ -1,0 +1,59 @@
+"""The installable package: a wheel with the `csrs` command, a CLI that explains every option and
+reports progress as a person expects (bar on a terminal, plain lines in logs, nothing with --quiet)."""
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from csrs_core.cli import build_parser
+from csrs_core.options import CERTIFY, REPORT, TRAIN
+
+
+def test_a_wheel_builds_and_provides_the_csrs_command(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), "."], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    [wheel] = tmp_path.glob("csrs-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        entry = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "csrs = csrs_core.cli:main_exit" in entry
+    assert "csrs_core/runner.py" in names and "dashboard/app.py" in names and "dashboard/pages/explore.py" in names
+
+
+def _help(command):
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    return {a.dest: a.help for a in sub._actions if a.dest != "help"}
+
+
+@pytest.mark.parametrize("command, options", [("certify", CERTIFY), ("train", TRAIN), ("report", REPORT)])
+def test_every_option_explains_itself_with_its_default(command, options):
+    helps = _help(command)
+    for name, opt in options.items():
+        assert helps[name] and opt.help in helps[name]
+        if opt.default is not None:
+            assert f"(default {opt.default})" in helps[name], name
+    assert "estimation samples" in helps.get("n", "") if command == "certify" else True
+
+
+def test_exit_codes_are_documented():
+    text = build_parser().format_help()
+    assert "0 success" in text and "2 bad input" in text and "130 / 143" in text
+
+
+def _certify(ckpt, *extra):
+    return subprocess.run([sys.executable, "-m", "csrs_core", "certify", "--checkpoint", str(ckpt), "--dataset",
+                           "synthetic", "--num-examples", "40", "--n0", "10", "--n", "200", "--batch", "64",
+                           "--precision", "fp32", "--threads", "1", *extra], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_progress_is_plain_lines_in_a_log_and_silent_with_quiet(tmp_path, synthetic_checkpoint):
+    import shutil
+    shutil.copy(synthetic_checkpoint, tmp_path / "m.pt")
+    loud = _certify(tmp_path / "m.pt", "--seed", "1")
+    assert loud.returncode == 0, loud.stderr
+    assert "samples: " in loud.stderr and "/s" in loud.stderr and "\r" not in loud.stderr
+    quiet = _certify(tmp_path / "m.pt", "--seed", "2", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr.strip() == ""
