@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from csrs_core.atomic import atomic_write_text
+from csrs_core.data import cache_dir
 from csrs_core.device import autocast
 
 BATCHES = {"cpu": (64, 128, 256), "cuda": (1024, 2048, 4096)}
@@ -43,7 +44,7 @@ class Plan:
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("CSRS_CACHE") or Path.home() / ".cache" / "csrs").expanduser() / "autotune.json"
+    return cache_dir() / "autotune.json"
 
 
 def machine_id(device: torch.device) -> str:

@@ -128,8 +128,13 @@ def cmd_jobs(a):
 
 def cmd_import(a):
     from csrs_core.importers import import_checkpoint
-    mean = [float(x) for x in a.mean.split(",")] if a.mean else None
-    std = [float(x) for x in a.std.split(",")] if a.std else None
+    from csrs_core.options import SettingError
+    try:
+        mean = [float(x) for x in a.mean.split(",")] if a.mean else None
+        std = [float(x) for x in a.std.split(",")] if a.std else None
+    except ValueError:
+        raise SettingError(f"--mean / --std must be comma-separated numbers, e.g. 0.4914,0.4822,0.4465; "
+                           f"got {a.mean!r} / {a.std!r}") from None
     sigma = TRAIN["sigma"].check(a.sigma, "--sigma")
     meta = import_checkpoint(a.src, a.out, a.arch, a.dataset, sigma, a.format, mean, std)
     print(f"{a.out}: {meta['arch']} on {meta['dataset']} ({len(meta['classes'])} classes), sigma {meta['sigma']}, "

@@ -30,6 +30,7 @@ def launch(checkpoints: str | None, data: str | None, address: str = "127.0.0.1"
         env["CSRS_CHECKPOINTS"] = str(Path(checkpoints).expanduser().resolve())
     if data:
         env["CSRS_DATA"] = str(Path(data).expanduser().resolve())
+    env.pop("CSRS_EXPOSED", None)  # only this launch's own --address can turn the host guard off
     if address not in LOOPBACK:
         env["CSRS_EXPOSED"] = address
         print(f"warning: listening on {address}: anyone who can reach this address can use the dashboard",

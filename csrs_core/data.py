@@ -94,7 +94,8 @@ def data_root(root=None) -> Path:
     return Path(root or os.environ.get("CSRS_DATA") or "data").expanduser()
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """The user's cache folder for decoded data and measurements ($CSRS_CACHE, else ~/.cache/csrs)."""
     return Path(os.environ.get("CSRS_CACHE") or Path.home() / ".cache" / "csrs").expanduser()
 
 
@@ -160,7 +161,7 @@ def _find(root: Path, stem: str) -> Path:
 def _decode_cached(key: str, build):
     """Decode once, keep the arrays in the user's cache folder; `key` holds the source's fingerprint,
     so any change to the files decodes again."""
-    path = _cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:

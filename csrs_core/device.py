@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -16,9 +17,16 @@ def pick_device(name: str | None = "auto") -> torch.device:
     """'auto' is the GPU when one is present, else the CPU."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CSRSError(f"--device = {name!r} is not allowed: must be auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise CSRSError(f"--device = {name!r} is not allowed: must be auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CSRSError(f"device {name} requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CSRSError(f"device {name} requested but this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 
@@ -42,7 +50,8 @@ def distributed_setup(device_name: str | None = "auto") -> tuple[int, int, torch
     or (1, 0, device) in a plain run; each rank of a multi-GPU run gets its LOCAL_RANK GPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # ranks may finish their shares hours apart: a long timeout instead of NCCL's 10 minutes
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=24))
     rank = dist.get_rank() if world > 1 else 0
     device = pick_device(device_name)
     if device.type == "cuda" and world > 1:

@@ -6,6 +6,7 @@ setting is refused with the same message wherever it comes from."""
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -54,8 +55,11 @@ class Option:
                 return None
             raise SettingError(f"{label} is required ({self.help})")
         try:
+            if isinstance(value, bool) and self.type is not str:
+                raise ValueError
             if self.type is int:
-                if isinstance(value, float) and not value.is_integer():
+                if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) \
+                        and not float(value).is_integer():
                     raise ValueError
                 converted = int(value)
             elif self.type is float:
@@ -106,7 +110,8 @@ CERTIFY = {o.name: o for o in (
     positive_int("image_size", None, "resize images to this square size (default: the data set's own)"),
     positive_int("num_examples", None, "certify a fixed random sample of this many examples (default: all)"),
     positive_int("per_class", None, "certify a stratified sample of this many examples per class"),
-    _opt("sample_seed", int, 0, "seed of the fixed example sample (--num-examples / --per-class)", low=0),
+    _opt("sample_seed", int, 0, "seed of the fixed example sample (--num-examples / --per-class)", low=0,
+         high=2**32 - 1),
     positive_int("n0", 100, "selection samples per example: noisy copies whose majority vote picks "
                  "the top class (paper's n0)"),
     positive_int("n", 10000, "estimation samples per example: fresh noisy copies that bound the top "
@@ -116,7 +121,8 @@ CERTIFY = {o.name: o for o in (
     positive_int("batch", None, "noisy copies per forward pass (default: chosen for the device and model)"),
     positive_float("sigma", None, "noise level σ of the smoothed classifier (default: the checkpoint's "
                    "training σ)"),
-    _opt("seed", int, 0, "seed of the certification noise (each example draws from its own stream)", low=0),
+    _opt("seed", int, 0, "seed of the certification noise (each example draws from its own stream)", low=0,
+         high=2**32 - 1),
     _opt("cost", str, "overall", "cost matrix: overall, seedwise:3, seedwise:2,4, pairwise:3>5, "
          "pairwise:3>2,4,5 (rows joined by ;), the JSON of a CostMatrix, or a path to a file holding it"),
     _opt("mode", str, "sound", "sound: radius max(R1(α/2), R2), valid with probability ≥ 1−α; paper: "
@@ -162,7 +168,7 @@ TRAIN = {o.name: o for o in (
     positive_float("gamma2", 16.0, "cs-macer: hinge threshold γ2 for sensitive examples"),
     positive_float("beta", 16.0, "macer/cs-macer: inverse temperature β of the soft votes"),
     _opt("init", str, None, "warm start from this checkpoint (same architecture)"),
-    _opt("seed", int, 0, "seed of initial weights, data order, augmentation and noise", low=0),
+    _opt("seed", int, 0, "seed of initial weights, data order, augmentation and noise", low=0, high=2**24),
     positive_int("image_size", None, "resize images to this square size (default: the data set's own)"),
     positive_int("max_steps_per_epoch", None, "cap the steps per epoch (quick runs)"),
     _opt("data_root", str, None, "folder holding the data sets (default: $CSRS_DATA, else ./data)"),

@@ -42,9 +42,10 @@ def confidence_line(alpha: float, mode: str) -> str:
     return f"certificates hold with probability ≥ 1 − α = {1 - alpha:g} each ({mode} mode)"
 
 
-def select_for_comparison(checkpoints) -> tuple[dict, list[str]]:
+def select_for_comparison(checkpoints) -> tuple[dict, list[str], dict]:
     """{checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record (choose_records's
-    rule), and notes on unreadable checkpoints, corrupt and stale records and differing data."""
+    rule); notes on unreadable checkpoints, corrupt and stale records, differing data and
+    differing settings; and every readable checkpoint's listing of records."""
     notes, listings = [], {}
     for ckpt in checkpoints:
         try:
@@ -65,7 +66,13 @@ def select_for_comparison(checkpoints) -> tuple[dict, list[str]]:
         if info is not None and not same:
             notes.append(f"{ckpt}: certified on other examples than the rest ({info.describe()}): "
                          "its numbers are not directly comparable")
-    return {c: v for c, v in chosen.items() if v[0] is not None}, notes
+    shown = {c: v for c, v in chosen.items() if v[0] is not None}
+    for setting in ("sigma", "n0", "seed", "precision"):
+        values = {info.meta[setting] for info, _ in shown.values()}
+        if len(values) > 1:
+            notes.append(f"the records compared differ in {setting} ({', '.join(map(str, sorted(values, key=str)))}): "
+                         "the smoothed classifiers are not the same kind of object")
+    return shown, notes, listings
 
 
 def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
@@ -94,7 +101,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     note. The p-values are not adjusted for multiple comparisons."""
     check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline})
     folder = Path(folder)
-    chosen, notes = select_for_comparison(list_checkpoints(folder))
+    chosen, notes, _ = select_for_comparison(list_checkpoints(folder))
     rows, tables, infos = [], {}, {}
     for ckpt, (info, _) in chosen.items():
         record = load_record(info.path)

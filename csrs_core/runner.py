@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from csrs_core.autotune import choose_plan
+from csrs_core import CSRSError
+from csrs_core.autotune import PRECISIONS, choose_plan
 from csrs_core.checkpoints import file_digest, load_model
 from csrs_core.data import ImageSet
 from csrs_core.device import distributed_setup
@@ -20,18 +21,19 @@ from csrs_core.locks import output_lock
 from csrs_core.options import CERTIFY, check_settings
 from csrs_core.progress import ProgressLog
 from csrs_core.sampling import sample_counts
-from csrs_core.store import (CorruptRecord, CountsRecord, cert_dir, key_name, list_records, load_record,
-                             make_key, read_arrays, write_record)
+from csrs_core.store import (KEY_FIELDS, CorruptRecord, CountsRecord, cert_dir, key_name, list_records,
+                             load_record, make_key, read_arrays, write_record)
 
-CHUNK = 32  # examples between saves of a partial result
+CHUNK = 32  # examples between saves of a partial result (more when that is under 16 passes)
 
 
 def _reuse_overlapping(checkpoint, key: dict, data: ImageSet, counts0, counts, done) -> int:
     """Fill rows of examples already certified under the same key in another valid record of this
     checkpoint (e.g. a 500-image sample inside a 1,000-image one). A row is taken only when that
-    record's images, gathered from `data`, hash to the digest it was made from, so reused counts
-    are exactly what sampling them again would give. Returns the number of rows filled."""
-    same = [f for f in key if f not in ("indices_sha256", "content_sha256")]
+    record's images, gathered from `data`, hash to the digest it was made from, and every other
+    key field (checkpoint content, σ, n0, n, seed, precision, device type, scheme) is equal, so a
+    reused row is the same draws from the same smoothed classifier. Returns the rows filled."""
+    same = [f for f in KEY_FIELDS if f not in ("indices_sha256", "content_sha256")]
     position = {int(i): p for p, i in enumerate(data.indices)}
     filled = 0
     for info in list_records(checkpoint):
@@ -86,18 +88,34 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
                                  "precision": precision})
     progress = progress or ProgressLog(None)
+    digest = file_digest(checkpoint)
     model, ckpt_meta = load_model(checkpoint, data.num_classes)
+    if file_digest(checkpoint) != digest:
+        raise CSRSError(f"{checkpoint} changed while it was being read (a training run writing it?); try again")
     sigma = float(ckpt_meta["sigma"] if s["sigma"] is None else s["sigma"])
     world, rank, dev = distributed_setup(device)
-    plan = choose_plan(model, dev, s["precision"], s["batch"], tuple(data.images.shape[1:]),
-                       samples=len(data) * (s["n0"] + s["n"]), progress=progress)
-    key = make_key(file_digest(checkpoint), data, sigma, s["n0"], s["n"], s["seed"], plan.precision, dev.type)
-    name = key_name(key)
     folder = cert_dir(checkpoint)
-    final = folder / f"{name}.npz"
+
+    def final_path(precision):
+        key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], precision, dev.type)
+        return key, folder / f"{key_name(key)}.npz"
+
+    if s["precision"] == "auto":  # a record made at any precision auto may choose is the answer already
+        for precision in PRECISIONS[dev.type if dev.type == "cuda" else "cpu"]:
+            record = _cached(final_path(precision)[1], progress)
+            if record is not None:
+                return record if rank == 0 else None
+    plan = choose_plan(model, dev, s["precision"], s["batch"], tuple(data.images.shape[1:]),
+                       samples=len(data) * (s["n0"] + s["n"]), progress=progress if rank == 0 else None)
+    if world > 1:  # every rank samples with rank 0's plan, so all shards share one key
+        shared = [(plan.precision, plan.batch, plan.compiled)]
+        dist.broadcast_object_list(shared, src=0)
+        plan.precision, plan.batch, plan.compiled = shared[0]
+    key, final = final_path(plan.precision)
+    name = key_name(key)
     record = _cached(final, progress)
     if record is not None:
-        return record
+        return record if rank == 0 else None
     N, m = len(data), data.num_classes
     labels = data.labels.numpy()
     meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],
@@ -116,8 +134,9 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
                        batch=plan.batch, resumed=resumed, reused=reused)
         write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
         tracker = _Rate(progress, total)
-        for start in range(0, len(mine), CHUNK):
-            part = mine[start:start + CHUNK]
+        chunk = max(CHUNK, -(-16 * plan.batch // (s["n0"] + s["n"])))  # at least 16 full passes per call
+        for start in range(0, len(mine), chunk):
+            part = mine[start:start + chunk]
             c0, c = sample_counts(plan.runnable(dev), data.images, data.indices, m, sigma, s["n0"], s["n"], plan.batch,
                                   s["seed"], dev, plan.precision, positions=part, on_batch=tracker)
             counts0[part], counts[part], done[part] = c0[part], c[part], True

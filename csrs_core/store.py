@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csrs_core import CSRSError
 from csrs_core.atomic import atomic_write_npz
 from csrs_core.checkpoints import file_digest
 from csrs_core.data import ImageSet
@@ -27,7 +28,7 @@ KEY_FIELDS = ("checkpoint_sha256", "dataset", "split", "indices_sha256", "conten
 DATA_FIELDS = ("dataset", "split", "indices_sha256", "content_sha256")
 
 
-class CorruptRecord(Exception):
+class CorruptRecord(CSRSError):
     """A record file that cannot be trusted (unreadable, digest mismatch, unknown format)."""
 
 

@@ -21,7 +21,7 @@ from csrs_core import CSRSError
 from csrs_core.checkpoints import load_model, read_checkpoint, save_checkpoint
 from csrs_core.cost import CostMatrix, parse_cost
 from csrs_core.data import load_dataset
-from csrs_core.device import autocast, distributed_setup, set_threads
+from csrs_core.device import autocast, distributed_setup, pick_device, set_threads
 from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
 from csrs_core.locks import output_lock
 from csrs_core.models import architectures, build_model
@@ -76,6 +76,7 @@ class TrainConfig:
             self.lam = DEFAULT_LAMBDA.get(self.method, 0.0)
         if self.method in ("gaussian", "cohen-r"):
             self.gauss_num = 1
+        pick_device(self.device)  # an unusable --device is refused before anything is written
         if self.arch not in architectures():
             raise TrainingError(f"--arch = {self.arch!r} is not allowed: must be one of {', '.join(architectures())}")
 

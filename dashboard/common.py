@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from csrs_core.dashboard_launch import LOOPBACK
 from csrs_core.report import select_for_comparison
-from csrs_core.store import cert_dir, list_records, load_record
+from csrs_core.store import cert_dir, load_record
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.cost import CostMatrix, CostMatrixError
 
 REPO = Path(__file__).resolve().parents[1]
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOOPBACK_HOSTS = LOOPBACK + ("[::1]",)
 
 
 def _fixed_folder(variable: str, name: str) -> Path:
@@ -106,9 +107,9 @@ def _stamp(path: Path) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _listing(checkpoints: tuple, stamps: tuple):
-    chosen, notes = select_for_comparison([Path(c) for c in checkpoints])
-    listings = {c: list_records(c) for c in checkpoints}
-    return listings, {str(c): (info.path.name, same) for c, (info, same) in chosen.items()}, notes
+    chosen, notes, listings = select_for_comparison([Path(c) for c in checkpoints])
+    return ({str(c): infos for c, infos in listings.items()},
+            {str(c): (info.path.name, same) for c, (info, same) in chosen.items()}, notes)
 
 
 def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
@@ -117,7 +118,7 @@ def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
     and the notes on what is left out; the folders are re-read only when they change."""
     paths = tuple(str(root / case / f"{n}.pt") for n in names)
     listings, chosen, notes = _listing(paths, tuple(_stamp(Path(p)) for p in paths))
-    return ({n: listings[p] for n, p in zip(names, paths)},
+    return ({n: listings.get(p, []) for n, p in zip(names, paths)},
             {n: chosen[p][0] for n, p in zip(names, paths) if p in chosen}, notes)
 
 
@@ -128,7 +129,7 @@ def load_cached_record(info):
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
     """Stage B only (never resamples), memoised per record, matrix, alpha and mode."""
     cache = st.session_state.setdefault("_tables", {})
-    key = (id(record), cost.matrix.tobytes(), alpha, mode)
+    key = (str(record.path), record.meta["key"], cost.matrix.tobytes(), alpha, mode)
     if key not in cache:
         if len(cache) > 256:
             cache.clear()

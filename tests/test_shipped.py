@@ -31,7 +31,7 @@ def test_shipped_sample_reuses_the_committed_counts(case):
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = list_checkpoints(SHIPPED / case)[0]
     rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="fp32")
-    chosen, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
+    chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     assert rec.from_cache and chosen[ckpt][0].path == rec.path
 
 
@@ -42,7 +42,7 @@ def test_the_sampler_reproduces_shipped_counts_exactly(case):
     from csrs_core.store import load_record
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = list_checkpoints(SHIPPED / case)[0]
-    chosen, _ = select_for_comparison([ckpt])
+    chosen, _, _ = select_for_comparison([ckpt])
     record = load_record(chosen[ckpt][0].path)
     assert record.meta["scheme"] == SAMPLING_SCHEME and record.meta["precision"] == "fp32"
     model, meta = load_model(ckpt)

@@ -161,3 +161,44 @@ def test_torchrun_with_a_rank_that_has_nothing_to_sample(folder):
     infos = list_records(folder / "other.pt")
     assert len(infos) == 4 and all(i.status == "valid" for i in infos)
     assert not list(cert_dir(folder / "other.pt").glob("*rank*-of-*.npz"))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--method", "gaussian", "--dataset", "synthetic", "--out", "x", "--seed", "99999999999999999999"],
+     "--seed"),
+    (["train", "--method", "gaussian", "--dataset", "synthetic", "--out", "x", "--lr", "0"], "--lr"),
+    (["train", "--method", "macer", "--dataset", "synthetic", "--out", "x", "--lam", "-1"], "--lam"),
+    (["train", "--method", "macer", "--dataset", "synthetic", "--out", "x", "--gamma", "0"], "--gamma"),
+    (["train", "--method", "cs-macer", "--dataset", "synthetic", "--out", "x", "--beta", "inf"], "--beta"),
+    (["train", "--method", "macer", "--dataset", "synthetic", "--out", "x", "--gauss-num", "0"], "--gauss-num"),
+    (["train", "--method", "gaussian", "--dataset", "synthetic", "--out", "x", "--device", "gpu"], "--device"),
+    (["import", "x.pth", "--out", "y.pt", "--arch", "resnet20", "--dataset", "cifar10", "--sigma", "0.25",
+      "--mean", "0.5,abc"], "--mean"),
+])
+def test_training_and_import_settings_are_refused_with_a_message(tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_booleans_and_fractional_numbers_are_not_whole_numbers():
+    import numpy as np
+    from csrs_core.options import CERTIFY, SettingError
+    for bad in (True, 2.5, np.float32(2.5)):
+        with pytest.raises(SettingError):
+            CERTIFY["n"].check(bad)
+    assert CERTIFY["n"].check(np.int64(7)) == 7 and CERTIFY["n"].check(3.0) == 3
+    with pytest.raises(SettingError):
+        CERTIFY["alpha"].check(True)
+
+
+def test_a_left_over_exposed_variable_does_not_turn_the_guard_off(monkeypatch):
+    import subprocess as sp
+    from csrs_core import dashboard_launch
+    seen = {}
+    monkeypatch.setenv("CSRS_EXPOSED", "0.0.0.0")
+    monkeypatch.setattr(sp, "call", lambda cmd, env: seen.update(env) or 0)
+    dashboard_launch.launch(None, None, "127.0.0.1", 8501)
+    assert "CSRS_EXPOSED" not in seen
