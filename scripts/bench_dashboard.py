@@ -34,7 +34,7 @@ def build(root: Path, checkpoints=4, examples=1000, m=10, n=1000):
         meta = {"checkpoint_sha256": file_digest(path), "dataset": "synthetic", "split": "test",
                 "indices_sha256": "bench", "content_sha256": "bench", "sigma": 0.25, "n0": 100, "n": n, "seed": 0,
                 "precision": "fp32", "device_type": "cpu", "scheme": SAMPLING_SCHEME, "num_examples": examples,
-                "classes": classes, "method": "gaussian", "created": time.time()}
+                "classes": classes, "method": "gaussian", "created": time.time(), "key": f"bench{c}"}
         write_record(cert_dir(path) / "bench.npz", counts0, counts, labels, np.arange(examples), meta)
 
 

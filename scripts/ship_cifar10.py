@@ -64,7 +64,7 @@ def main(work: Path):
     for lam in ("1", "3"):
         ckpt = train(work, f"macer-lam{lam}", "--method", "macer", "--lam", lam, *WARM, "--init", str(cohen))
         results[f"macer-lam{lam}"] = val_metrics(ckpt, val)
-    for lam in ("0.5", "1", "2"):
+    for lam in ("0.5", "1"):
         ckpt = train(work, f"cs-macer-seed3-lam{lam}", "--method", "cs-macer", "--cost", SEEDWISE, "--lam", lam,
                      *WARM, "--init", str(cohen))
         results[f"cs-macer-seed3-lam{lam}"] = val_metrics(ckpt, val)
