@@ -1,4 +1,4 @@
-"""The cost-matrix editor: a grid of checkboxes, presets and JSON import/export."""
+"""The cost-matrix editor: a grid of checkboxes (in the page's fragment), presets and JSON import/export."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,15 +8,23 @@ from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
 from dashboard.common import cell_key, set_cost
 
 
-def cost_editor(case: str, cost: CostMatrix) -> CostMatrix:
-    """Render the editor; returns the current matrix, also kept in session state and the URL."""
-    m, names = cost.m, cost.class_names or [str(i) for i in range(cost.m)]
-    with st.expander(f"Cost matrix: {cost.describe()}", expanded=True):
-        st.caption("Rows: true class. Columns: predicted class. A ticked cell means that mistake costs. "
-                   "The diagonal cannot cost.")
+def cost_tools(case: str, cost: CostMatrix) -> None:
+    """Presets and JSON import (outside the grid's fragment: they rerun the page)."""
+    names = cost.class_names or [str(i) for i in range(cost.m)]
+    with st.expander("Cost-matrix presets and import", expanded=False):
         _presets(case, cost, names)
+        _json_import(case, cost, names)
+    if f"import_error::{case}" in st.session_state:
+        st.error(st.session_state[f"import_error::{case}"])
+
+
+def cost_grid(case: str, cost: CostMatrix) -> CostMatrix:
+    """The grid of cells (rows: true class, columns: predicted class); returns the current matrix,
+    also kept in session state and the URL."""
+    m, names = cost.m, cost.class_names or [str(i) for i in range(cost.m)]
+    with st.container(border=True):
         header = st.columns([2] + [1] * m)
-        header[0].markdown("**true \\ predicted**")
+        header[0].markdown("<small><b>true \\ predicted</b></small>", unsafe_allow_html=True)
         for k in range(m):
             header[k + 1].markdown(f"<small>{names[k]}</small>", unsafe_allow_html=True)
         new = np.zeros_like(cost.matrix)
@@ -32,7 +40,8 @@ def cost_editor(case: str, cost: CostMatrix) -> CostMatrix:
         if not np.array_equal(new, cost.matrix):
             cost = CostMatrix(new, names)
             set_cost(case, cost)
-        _json_io(case, cost, names)
+        st.download_button("Export JSON", cost.to_json(), file_name=f"cost-{case.replace('/', '_')}.json",
+                           mime="application/json", key=f"export::{case}")
     return cost
 
 
@@ -63,13 +72,8 @@ def _presets(case, cost, names):
     c4.button("Clear", key=f"preset_clear::{case}", on_click=_apply(case, lambda: CostMatrix.empty(m, names)))
 
 
-def _json_io(case, cost, names):
-    c1, c2 = st.columns(2)
-    c1.download_button("Export JSON", cost.to_json(), file_name=f"cost-{case.replace('/', '_')}.json",
-                       mime="application/json", key=f"export::{case}")
-    c2.text_input("Import (JSON or preset such as seedwise:3, pairwise:3>5)", key=f"import::{case}")
-    c2.button("Import", key=f"import_btn::{case}",
+def _json_import(case, cost, names):
+    st.text_input("Import (JSON or preset such as seedwise:3, pairwise:3>5)", key=f"import::{case}")
+    st.button("Import", key=f"import_btn::{case}",
               on_click=_apply(case, lambda: parse_cost(st.session_state[f"import::{case}"], cost.m, names,
-                                                    allow_files=False)))
-    if f"import_error::{case}" in st.session_state:
-        st.error(st.session_state[f"import_error::{case}"])
+                                                       allow_files=False)))

@@ -73,6 +73,7 @@ def test_grid_clicks_change_the_figures(server, page):
     page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot'))"
                            f".map(p => JSON.stringify(p.data.map(t => t.y)))) !== {repr(__import__('json').dumps(before))}")
     assert "cost=0%3E1_3%3E0.1.2" in page.url or "cost=0>1_3>0.1.2" in page.url
+    page.get_by_text("Cost-matrix presets and import").click()
     page.get_by_role("button", name="Overall").click()
     page.get_by_text("cost: overall").first.wait_for()
     assert _traces(page) != before

@@ -16,7 +16,7 @@ from csrs_core.store import recertify_command
 from dashboard import figures
 from dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case, current_cost,
                               load_cached_record, select_case)
-from dashboard.cost_editor import cost_editor
+from dashboard.cost_editor import cost_grid, cost_tools
 
 st.title("Explore & compare")
 root, case = select_case()
@@ -90,7 +90,7 @@ confidence = f"1 − α = {1 - alpha:g}" if mode == "sound" else f"1 − 1.5α =
 @st.fragment
 def cost_dependent_views():
     """The grid and every view that depends on the cost matrix: a click reruns only this."""
-    cost = cost_editor(case, current_cost(case, classes))
+    cost = cost_grid(case, current_cost(case, classes))
     tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
     rows = []
     for name, table in tables.items():
@@ -130,6 +130,9 @@ def cost_dependent_views():
                     key="fig_r1r2")
 
 
+cost_tools(case, current_cost(case, classes))
+st.caption("Cost matrix: rows are the true class, columns the predicted class; a ticked cell means that mistake "
+           "costs (the diagonal cannot cost).")
 cost_dependent_views()
 
 left, right = st.columns(2)
