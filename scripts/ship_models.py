@@ -1,0 +1,118 @@
+"""Train, select on the validation split, and certify the shipped models of one case.
+
+Usage: python scripts/ship_models.py cifar10|ham10000 WORKDIR   (CSRS_DATA: the folder with the zips)
+
+Every step is a `csrs` command or a stored certification, so rerunning after an interruption skips
+what is done. Hyperparameters are chosen on the held-out validation split (never trained on), never
+on test, by these rules (val certification: n0 = 32, n = 200, α = 0.001, at the case's ε):
+  - MACER's λ: the largest val certified accuracy (overall cost) among the candidates whose val
+    accuracy is within 3 points of Cohen's and whose balanced accuracy is above 0.55 (not one class);
+  - CS-MACER's λ: the largest val Rob_cs (the case's cost matrix) among those within 2 points.
+The chosen models are copied to checkpoints/<case>-next/ and certified on the shipped test sample
+(n0 = 100, n = 1,000, bf16 on this CPU); the validation results are written to WORKDIR/val-results.json."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from csrs_core.certify import certify_from_counts
+from csrs_core.cost import parse_cost
+from csrs_core.data import load_dataset, select_examples
+from csrs_core.metrics import summarize
+from csrs_core.runner import certify_counts
+
+REPO = Path(__file__).resolve().parents[1]
+WARM = ["--batch", "64", "--lr", "0.01", "--gauss-num", "8"]
+CASES = {
+    "cifar10": dict(dataset="cifar10-jpeg", arch="resnet20", sigma="0.25", eps=0.25, cost="seedwise:3",
+                    cs_name="cs-macer-seed3", extra_costs={"cs-macer-pair3to5": "pairwise:3>5"}, val_per_class=50,
+                    cohen=["--epochs", "10", "--batch", "128", "--lr", "0.1"],
+                    cohen_r=["--weight", "1.2", "--epochs", "2", "--batch", "128", "--lr", "0.01", "--init"],
+                    warm_epochs="1", macer_lams=("1", "3"), cs_lams=("0.5", "1"), nopool=None),
+    "ham10000": dict(dataset="ham10000", arch="resnet8-pool4", sigma="0.5", eps=0.5, cost="pairwise:1>0",
+                     cs_name="cs-macer", extra_costs={}, val_per_class=None,
+                     cohen=["--epochs", "30", "--batch", "128", "--lr", "0.1"],
+                     cohen_r=["--weight", "1.2", "--epochs", "30", "--batch", "128", "--lr", "0.1"],
+                     warm_epochs="10", macer_lams=("0.3", "1"), cs_lams=("0.3", "1"), nopool="resnet8"),
+}
+
+
+def train(work: Path, case: dict, name: str, *args, arch=None) -> Path:
+    out = work / name
+    data_root = os.environ.get("CSRS_DATA") or str(REPO.parent / "shared" / "data")
+    subprocess.run([sys.executable, "-m", "csrs_core", "train", "--dataset", case["dataset"], "--arch",
+                    arch or case["arch"], "--sigma", case["sigma"], "--precision", "bf16", "--quiet",
+                    "--data-root", data_root, "--out", str(out), *args], check=True)
+    return out.with_suffix(".pt")
+
+
+def metrics(record, spec: str, eps: float) -> dict:
+    cost = parse_cost(spec, len(record.meta["classes"]), record.meta["classes"])
+    return summarize(certify_from_counts(record.counts0, record.counts, record.labels, cost,
+                                         sigma=record.meta["sigma"], alpha=0.001), eps)
+
+
+def val_metrics(ckpt: Path, val, case: dict) -> dict:
+    record = certify_counts(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
+    overall, sensitive = metrics(record, "overall", case["eps"]), metrics(record, case["cost"], case["eps"])
+    return {"acc": overall["acc"], "balanced_acc": overall["balanced_acc"], "certified": overall["rob_std"],
+            "rob_cs": sensitive["rob_cs"]}
+
+
+def choose(results: dict, candidates, base_acc: float, slack: float, key: str) -> str:
+    allowed = [c for c in candidates if results[c]["acc"] >= base_acc - slack and results[c]["balanced_acc"] > 0.55]
+    return max(allowed or candidates, key=lambda c: results[c][key])
+
+
+def main(name: str, work: Path):
+    case = CASES[name]
+    work.mkdir(parents=True, exist_ok=True)
+    data_root = os.environ.get("CSRS_DATA") or REPO.parent / "shared" / "data"
+    val = load_dataset(case["dataset"], "val", root=data_root)
+    if case["val_per_class"]:
+        val = val.subset(select_examples(val.labels.numpy(), per_class=case["val_per_class"], seed=0))
+    results = {}
+    cohen = train(work, case, "cohen", "--method", "gaussian", *case["cohen"])
+    results["cohen"] = val_metrics(cohen, val, case)
+    cohen_r_args = case["cohen_r"] + ([str(cohen)] if case["cohen_r"][-1] == "--init" else [])
+    results["cohen-r"] = val_metrics(train(work, case, "cohen-r", "--method", "cohen-r", "--cost", case["cost"],
+                                           *cohen_r_args), val, case)
+    warm = [*WARM, "--epochs", case["warm_epochs"], "--init", str(cohen)]
+    for lam in case["macer_lams"]:
+        results[f"macer-lam{lam}"] = val_metrics(train(work, case, f"macer-lam{lam}", "--method", "macer", "--lam",
+                                                       lam, *warm), val, case)
+    cs = case["cs_name"]
+    for lam in case["cs_lams"]:
+        results[f"{cs}-lam{lam}"] = val_metrics(train(work, case, f"{cs}-lam{lam}", "--method", "cs-macer",
+                                                      "--cost", case["cost"], "--lam", lam, *warm), val, case)
+    base = results["cohen"]["acc"]
+    chosen = {"cohen": "cohen", "cohen-r": "cohen-r",
+              "macer": choose(results, [f"macer-lam{x}" for x in case["macer_lams"]], base, 0.03, "certified"),
+              cs: choose(results, [f"{cs}-lam{x}" for x in case["cs_lams"]], base, 0.02, "rob_cs")}
+    lam = chosen[cs].rsplit("lam", 1)[1]
+    for shipped, spec in case["extra_costs"].items():
+        source = f"{shipped}-lam{lam}"
+        train(work, case, source, "--method", "cs-macer", "--cost", spec, "--lam", lam, *warm)
+        chosen[shipped] = source
+    if case["nopool"]:  # the same Cohen training without the average pool, to see what the pool does
+        train(work, case, "cohen-nopool", "--method", "gaussian", *case["cohen"], arch=case["nopool"])
+        chosen["cohen-nopool"] = "cohen-nopool"
+    (work / "val-results.json").write_text(json.dumps({"val": results, "chosen": chosen}, indent=1))
+    print(json.dumps({"val": results, "chosen": chosen}, indent=1), flush=True)
+    target = REPO / "checkpoints" / f"{name}-next"
+    target.mkdir(parents=True, exist_ok=True)
+    sample_path = REPO / "checkpoints" / name / "test-sample.npz"
+    sample = load_dataset(f"sample:{sample_path}")
+    for shipped, source in chosen.items():
+        dest = target / f"{shipped}.pt"
+        if not dest.exists():
+            shutil.copy(work / f"{source}.pt", dest)
+        certify_counts(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
+                       command=f"csrs certify --checkpoint checkpoints/{name}/{shipped}.pt --dataset "
+                               f"sample:checkpoints/{name}/test-sample.npz --n0 100 --n 1000 --precision bf16")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
