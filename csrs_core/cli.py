@@ -110,7 +110,13 @@ def cmd_report(a):
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:+.3f}")
         for c in ("p_acc", "p_rob_cs"):   # small p-values in full; "-": the baseline or not compared
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2g}")
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if s["format"] == "markdown":
+            shown = shown.drop(columns=["record"]).map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+            print("| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns))
+            for row in shown.itertuples(index=False):
+                print("| " + " | ".join(row) + " |")
+        else:
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -185,7 +185,8 @@ REPORT = {o.name: o for o in (
     _opt("checkpoints", str, None, "folder of checkpoints whose cached certifications are compared",
          required=True),
     CERTIFY["cost"], CERTIFY["eps"], CERTIFY["alpha"], CERTIFY["mode"],
-    _opt("format", str, "text", "output format", choices=("text", "csv", "latex")),
+    _opt("format", str, "text", "output format (markdown: the README's tables)",
+         choices=("text", "csv", "latex", "markdown")),
     _opt("baseline", str, None, "checkpoint (its name in the table: relative to --checkpoints, without .pt) "
          "that paired tests (exact McNemar on the same examples) compare every other against; default: "
          "the one trained with method gaussian if exactly one is, else the first row"),

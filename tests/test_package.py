@@ -57,3 +57,14 @@ def test_progress_is_plain_lines_in_a_log_and_silent_with_quiet(tmp_path, synthe
     assert "samples: " in loud.stderr and "/s" in loud.stderr and "\r" not in loud.stderr
     quiet = _certify(tmp_path / "m.pt", "--seed", "2", "--quiet")
     assert quiet.returncode == 0 and quiet.stderr.strip() == ""
+
+
+def test_report_prints_the_readme_tables_as_markdown(capsys):
+    from pathlib import Path
+    from csrs_core import cli
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "ham10000"
+    assert cli.main(["report", "--checkpoints", str(shipped), "--cost", "pairwise:1>0", "--eps", "0.5",
+                     "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| checkpoint | method | acc | rob_cs |") and lines[1].startswith("|---|")
+    assert len(lines) >= 2 + 6 and all(line.count("|") == lines[0].count("|") for line in lines[2:])
