@@ -45,7 +45,7 @@ def train(work: Path, case: dict, name: str, *args, arch=None) -> Path:
     subprocess.run([sys.executable, "-m", "csrs_core", "train", "--dataset", case["dataset"], "--arch",
                     arch or case["arch"], "--sigma", case["sigma"], "--precision", "bf16", "--quiet",
                     "--data-root", data_root, "--out", str(out), *args], check=True)
-    return out.with_suffix(".pt")
+    return out.with_name(out.name + ".pt")  # keeps dotted names whole (lam0.5)
 
 
 def metrics(record, spec: str, eps: float) -> dict:

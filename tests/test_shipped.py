@@ -1,6 +1,7 @@
 """The shipped checkpoints: loadable, certified, and their test samples hit the committed caches."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from csrs_core.runner import certify_counts
@@ -30,23 +31,31 @@ def test_every_shipped_checkpoint_has_a_certification(case):
 def test_shipped_sample_reuses_the_committed_counts(case):
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = list_checkpoints(SHIPPED / case)[0]
-    rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="fp32")
+    rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="auto")  # a record at any auto precision
     chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     assert rec.from_cache and chosen[ckpt][0].path == rec.path
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_sampler_reproduces_shipped_counts_exactly(case):
-    """The noise scheme named in the records (csrs-noise-v1) is the one the code draws today."""
+    """The noise scheme named in the records (csrs-noise-v1) is the one the code draws today: the
+    same counts exactly in fp32; in bf16 (whose arithmetic differs between CPUs) the same top
+    classes and nearly the same votes."""
     from csrs_core.sampling import SAMPLING_SCHEME, sample_counts
     from csrs_core.store import load_record
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = list_checkpoints(SHIPPED / case)[0]
     chosen, _, _ = select_for_comparison([ckpt])
     record = load_record(chosen[ckpt][0].path)
-    assert record.meta["scheme"] == SAMPLING_SCHEME and record.meta["precision"] == "fp32"
+    assert record.meta["scheme"] == SAMPLING_SCHEME
     model, meta = load_model(ckpt)
     part = sample.subset([0, 1, 2])
+    precision = record.meta["precision"]
     c0, c = sample_counts(model, part.images, part.indices, len(meta["classes"]), record.meta["sigma"],
-                          record.meta["n0"], record.meta["n"], batch=256, seed=record.meta["seed"])
-    assert (c0 == record.counts0[:3]).all() and (c == record.counts[:3]).all()
+                          record.meta["n0"], record.meta["n"], batch=record.meta.get("batch", 256),
+                          seed=record.meta["seed"], precision=precision)
+    if precision == "fp32":
+        assert (c0 == record.counts0[:3]).all() and (c == record.counts[:3]).all()
+    else:
+        assert (c.argmax(1) == record.counts[:3].argmax(1)).all()
+        assert np.abs(c - record.counts[:3]).sum(1).max() / 2 <= 0.03 * record.meta["n"]
