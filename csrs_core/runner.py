@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from csrs_core import CSRSError
 from csrs_core.autotune import PRECISIONS, choose_plan
-from csrs_core.checkpoints import file_digest, load_model
+from csrs_core.checkpoints import CheckpointError, file_digest, load_model
 from csrs_core.data import ImageSet
 from csrs_core.device import distributed_setup
 from csrs_core.locks import output_lock
@@ -88,6 +88,8 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
                                  "precision": precision})
     progress = progress or ProgressLog(None)
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
     digest = file_digest(checkpoint)
     model, ckpt_meta = load_model(checkpoint, data.num_classes)
     if file_digest(checkpoint) != digest:
