@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from csrs_core import CSRSError
@@ -258,6 +259,20 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
     return 0, {}
 
 
+def _should_stop(stopper: _StopFlag, world: int, device, at_log_step: bool) -> bool:
+    """Whether to stop now. Alone: as soon as a signal arrived. Under torchrun: all ranks agree at
+    log steps (a MAX all-reduce of the signal number), so no rank is left waiting in a gradient
+    all-reduce for one that has stopped."""
+    if world == 1:
+        return stopper.signum is not None
+    if not at_log_step:
+        return False
+    flag = torch.tensor([stopper.signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    stopper.signum = stopper.signum or int(flag.item()) or None
+    return stopper.signum is not None
+
+
 def noise_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator:
     """The training noise stream of one rank in one epoch. Data order and augmentation are shared
     by all ranks (each takes its own rows); the noise is each rank's own, so no two ranks add the
@@ -316,7 +331,7 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             remaining = (steps - step - 1) + steps * (cfg.epochs - epoch - 1)
             log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, **means,
                       acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
-        if stopper.signum is not None:
+        if _should_stop(stopper, world, device, (step + 1) % cfg.log_every == 0 or step + 1 == steps):
             return None
     elapsed = time.time() - t0
     return {"epoch": epoch + 1, **means, "acc": correct.item() / max(seen, 1),
