@@ -24,7 +24,7 @@ from csrs_core.device import autocast
 BATCHES = {"cpu": (64, 128, 256), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
 COMPILE_WORTH_S = 120.0   # compile only when the eager job would take longer than this
-MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run at the first precision and batch
+MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
 
 
 @dataclass
@@ -132,9 +132,9 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
         return Plan(model, fallback, batches[len(batches) // 2] if batch is None else batch)
     if rates is None:
         rates = measure_eager(model, device, image_shape, precisions, batches)
-    best = max(rates, key=rates.get)
-    eager_seconds = samples / rates[best]
-    if eager_seconds > COMPILE_WORTH_S and not any(k.startswith("compiled/") for k in rates):
+    eager_seconds = samples / max(v for k, v in rates.items() if k.startswith("eager/"))
+    worth_compiling = eager_seconds > COMPILE_WORTH_S
+    if worth_compiling and not any(k.startswith("compiled/") for k in rates):
         for p in dict.fromkeys(k.split("/")[1] for k in sorted(rates, key=rates.get, reverse=True)[:2]):
             b = int(max((k for k in rates if k.split("/")[1] == p), key=rates.get).split("/")[2])
             try:
@@ -143,15 +143,13 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
                 rates[f"compiled/{p}/{b}"] = 0.0
                 if progress is not None:
                     progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
-        best = max(rates, key=rates.get)
     if table.get(key) != rates:
         table[key] = rates
         atomic_write_text(_cache_file(), json.dumps(table, indent=1))
+    # a compiled measurement from an earlier, larger job counts only when this job repays compiling
+    best = max((k for k in rates if worth_compiling or k.startswith("eager/")), key=rates.get)
     runtime, chosen_precision, chosen_batch = best.split("/")
-    compiled = runtime == "compiled" and eager_seconds > COMPILE_WORTH_S
-    if runtime == "compiled" and not compiled:  # measured before, but this job is too small to repay it
-        best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
-        runtime, chosen_precision, chosen_batch = best.split("/")
+    compiled = runtime == "compiled"
     plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates)
     if progress is not None:
         progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from csrs_core.cost import CostMatrix
 
 
 def _hinge_sum(threshold: float, top: torch.Tensor, other: torch.Tensor, eligible: torch.Tensor,

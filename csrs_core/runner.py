@@ -98,8 +98,10 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     world, rank, dev = distributed_setup(device)
     folder = cert_dir(checkpoint)
 
+    base_key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], "auto", dev.type)  # hashes the data once
+
     def final_path(precision):
-        key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], precision, dev.type)
+        key = {**base_key, "precision": precision}
         return key, folder / f"{key_name(key)}.npz"
 
     if s["precision"] == "auto":  # a record made at any precision auto may choose is the answer already

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from csrs_core import CSRSError
 from csrs_core.checkpoints import load_model, read_checkpoint, save_checkpoint
-from csrs_core.cost import CostMatrix, parse_cost
+from csrs_core.cost import parse_cost
 from csrs_core.data import load_dataset
 from csrs_core.device import autocast, distributed_setup, pick_device, set_threads
 from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss

@@ -3,7 +3,6 @@ examples x 10 classes (random counts), under Streamlit's AppTest (script, stage 
 building; not the browser's drawing). Goal: under 0.5 s.  Usage: python scripts/bench_dashboard.py"""
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path

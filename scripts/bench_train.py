@@ -3,9 +3,7 @@ cross-entropy on the same number of noisy images, measured interleaved in the sa
 Usage: python scripts/bench_train.py [--arch resnet20] [--batch 16] [--k 16]"""
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -85,25 +84,25 @@ def test_certification_and_training_jobs_finish(server, page):
     page.get_by_role("button", name="Start certification").click()
     page.get_by_text("Started certification").wait_for()
     page.get_by_text("— done").first.wait_for(timeout=180_000)
-    page.goto(url + "/train")
-    page.get_by_role("textbox", name="Output name", exact=True).fill("browser-run")
-    page.get_by_role("spinbutton", name="epochs", exact=True).fill("1")
-    page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")
-    page.get_by_role("spinbutton", name="max steps/epoch", exact=True).fill("2")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text("Started training browser-run").wait_for()
+    _start_training(page, url, "browser-run", 1, max_steps=2)
     page.get_by_text("— done").first.wait_for(timeout=300_000)
     assert (root / "synth" / "browser-run.pt").exists()
 
 
+def _start_training(page, url, name, epochs, max_steps=None):
+    page.goto(url + "/train")
+    page.get_by_role("textbox", name="Output name", exact=True).fill(name)
+    page.get_by_role("spinbutton", name="epochs", exact=True).fill(str(epochs))
+    page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")
+    if max_steps:
+        page.get_by_role("spinbutton", name="max steps/epoch", exact=True).fill(str(max_steps))
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(f"Started training {name}").wait_for()
+
+
 def test_a_running_training_job_can_be_cancelled(server, page):
     url, root = server
-    page.goto(url + "/train")
-    page.get_by_role("textbox", name="Output name", exact=True).fill("to-cancel")
-    page.get_by_role("spinbutton", name="epochs", exact=True).fill("200")
-    page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")
-    page.get_by_role("button", name="Start training").click()
-    page.get_by_text("Started training to-cancel").wait_for()
+    _start_training(page, url, "to-cancel", 200)
     page.get_by_text("to-cancel — running").first.wait_for(timeout=120_000)
     page.get_by_role("button", name="Cancel").first.click()
     page.get_by_text("to-cancel — cancelled").first.wait_for(timeout=120_000)

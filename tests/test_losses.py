@@ -53,6 +53,14 @@ def reference_macer(logits, labels, sigma, lam, gamma, beta):
     return total / B
 
 
+def _finite_difference(loss_of, logits, index, h):
+    """Central difference of loss_of(logits) in the entry `index`, in double precision."""
+    plus, minus = logits.detach().clone(), logits.detach().clone()
+    plus[index] += h
+    minus[index] -= h
+    return (loss_of(plus) - loss_of(minus)) / (2 * h)
+
+
 def _case(seed, B=24, k=6, m=5, scale=0.3):
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(B, k, m, generator=g) * scale).requires_grad_()
@@ -74,12 +82,8 @@ def test_cs_macer_matches_reference(cost, seed):
     loss.backward()
     grad = logits.grad
     i, j, c = 0, 0, int(labels[0])
-    h = 1e-4
-    plus, minus = logits.detach().clone(), logits.detach().clone()
-    plus[i, j, c] += h
-    minus[i, j, c] -= h
-    fd = (reference_cs_macer(plus, labels, cost, 0.25, 3.0, 4.0, 16.0, 4.0)[0]
-          - reference_cs_macer(minus, labels, cost, 0.25, 3.0, 4.0, 16.0, 4.0)[0]) / (2 * h)
+    fd = _finite_difference(lambda z: reference_cs_macer(z, labels, cost, 0.25, 3.0, 4.0, 16.0, 4.0)[0],
+                            logits, (i, j, c), 1e-4)
     assert grad[i, j, c].item() == pytest.approx(fd, rel=2e-2, abs=1e-4)
 
 
@@ -151,12 +155,9 @@ def test_margins_near_saturation_are_kept_and_match_the_reference():
     assert loss.item() == pytest.approx(ref, rel=1e-6)
     (grad,) = torch.autograd.grad(loss, logits)
     assert torch.isfinite(grad).all()
-    i, j, c, h = 2, 1, 0, 1e-3
-    plus, minus = logits.detach().clone(), logits.detach().clone()
-    plus[i, j, c] += h
-    minus[i, j, c] -= h
-    fd = (reference_cs_macer(plus, labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)[0]
-          - reference_cs_macer(minus, labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)[0]) / (2 * h)
+    i, j, c = 2, 1, 0
+    fd = _finite_difference(lambda z: reference_cs_macer(z, labels, cost, 0.25, 3.0, 4.0, 16.0, 16.0)[0],
+                            logits, (i, j, c), 1e-3)
     assert grad[i, j, c].item() == pytest.approx(fd, rel=1e-2, abs=1e-5)
     # MACER on the same logits agrees with its reference as well
     macer, _ = macer_loss(logits, labels, sigma=0.25, lam=12.0, gamma=8.0, beta=16.0)

@@ -5,9 +5,8 @@ only that part of the page; the record choice, ε, α and mode rerun the page.""
 import numpy as np
 import pandas as pd
 import streamlit as st
-from scipy.stats import norm
 
-from csrs_core.bounds import max_certifiable_radius
+from csrs_core.bounds import lower_confidence_bound, max_certifiable_radius
 from csrs_core.certify import smoothed_confusion
 from csrs_core.metrics import eps_curve, per_class, summarize
 from csrs_core.report import to_latex
@@ -138,9 +137,10 @@ cost_dependent_views()
 left, right = st.columns(2)
 with left:
     st.subheader("Lower confidence bound of p_A")
-    bounds = pd.concat([pd.DataFrame({"checkpoint": name, "p_lower": norm.cdf(
-        certificate_table(records[name], current_cost(case, classes), alpha, mode).r1.to_numpy()
-        / records[name].meta["sigma"])}) for name in picked])
+    def p_lower(rec):  # LCB(n_A, n, α) of the top class of the selection sample
+        top = rec.counts0.argmax(1)
+        return lower_confidence_bound(rec.counts[np.arange(len(top)), top], rec.meta["n"], alpha)
+    bounds = pd.concat([pd.DataFrame({"checkpoint": name, "p_lower": p_lower(records[name])}) for name in picked])
     st.plotly_chart(figures.lower_bound_ecdf(bounds), key="fig_plower")
 with right:
     conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
