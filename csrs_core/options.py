@@ -163,6 +163,8 @@ TRAIN = {o.name: o for o in (
     positive_int("gauss_num", 16, "macer/cs-macer: noisy copies per image (k)"),
     _opt("lam", float, None, "macer/cs-macer: weight λ of the robustness terms (default: 12 for macer, "
          "3 for cs-macer)", low=0),
+    _opt("lam_warmup", float, 0.0, "macer/cs-macer: epochs over which λ rises linearly from 0 to its value "
+         "(0: full λ from the first step)", low=0),
     positive_float("gamma", 8.0, "macer: hinge threshold γ on the margin"),
     positive_float("gamma1", 4.0, "cs-macer: hinge threshold γ1 for normal examples"),
     positive_float("gamma2", 16.0, "cs-macer: hinge threshold γ2 for sensitive examples"),

@@ -52,6 +52,7 @@ class TrainConfig:
     weight: float = TRAIN["weight"].default
     gauss_num: int = TRAIN["gauss_num"].default
     lam: float | None = TRAIN["lam"].default
+    lam_warmup: float = TRAIN["lam_warmup"].default
     gamma: float = TRAIN["gamma"].default
     gamma1: float = TRAIN["gamma1"].default
     gamma2: float = TRAIN["gamma2"].default
@@ -121,16 +122,24 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def compute_loss(cfg: TrainConfig, logits, labels, cost):
-    """The method's loss and its parts as device tensors (cost: the bool matrix on the device)."""
+def robustness_weight(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
+    """λ at this step: rising linearly from 0 over the first lam_warmup epochs, then cfg.lam."""
+    if cfg.lam_warmup <= 0:
+        return cfg.lam
+    return cfg.lam * min(1.0, (epoch + step / steps) / cfg.lam_warmup)
+
+
+def compute_loss(cfg: TrainConfig, logits, labels, cost, lam: float):
+    """The method's loss and its parts as device tensors (cost: the bool matrix on the device;
+    lam: the robustness weight at this step)."""
     if cfg.method == "gaussian":
         return gaussian_loss(logits, labels, as_tensors=True)
     if cfg.method == "cohen-r":
         return cohen_r_loss(logits, labels, cost, weight=cfg.weight, as_tensors=True)
     if cfg.method == "macer":
-        return macer_loss(logits, labels, sigma=cfg.sigma, lam=cfg.lam, gamma=cfg.gamma, beta=cfg.beta,
+        return macer_loss(logits, labels, sigma=cfg.sigma, lam=lam, gamma=cfg.gamma, beta=cfg.beta,
                           as_tensors=True)
-    return cs_macer_loss(logits, labels, cost, sigma=cfg.sigma, lam=cfg.lam, gamma1=cfg.gamma1,
+    return cs_macer_loss(logits, labels, cost, sigma=cfg.sigma, lam=lam, gamma1=cfg.gamma1,
                          gamma2=cfg.gamma2, beta=cfg.beta, as_tensors=True)
 
 
@@ -232,7 +241,9 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
     if path.exists():
         payload = read_checkpoint(path)
         old = payload["meta"].get("hyperparameters", {})
-        diff = {k: (old.get(k), v) for k, v in cfg.identity().items() if old.get(k) != v}
+        # a setting an older run did not record did not exist then: it ran at that setting's default
+        diff = {k: (old.get(k, TRAIN[k].default), v) for k, v in cfg.identity().items()
+                if old.get(k, TRAIN[k].default) != v}
         if "epochs" in diff:
             raise TrainingError(f"{path} is a run of {diff['epochs'][0]} epochs with a cosine schedule, which "
                                 f"depends on the total: resuming with --epochs {cfg.epochs} would follow neither "
@@ -309,7 +320,7 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             memory_format=torch.channels_last)
         with autocast(device, cfg.precision):
             logits = net(x).view(len(y), k, -1)
-        loss, parts = compute_loss(cfg, logits, y, cost)
+        loss, parts = compute_loss(cfg, logits, y, cost, robustness_weight(cfg, epoch, step, steps))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -329,8 +340,8 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             elapsed = time.time() - t0
             rate = seen * k * world / elapsed
             remaining = (steps - step - 1) + steps * (cfg.epochs - epoch - 1)
-            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, **means,
-                      acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
+            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr,
+                      lam=robustness_weight(cfg, epoch, step + 1, steps), **means, acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
         if _should_stop(stopper, world, device, (step + 1) % cfg.log_every == 0 or step + 1 == steps):
             return None
     elapsed = time.time() - t0

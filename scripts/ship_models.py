@@ -4,7 +4,9 @@ Usage: python scripts/ship_models.py cifar10|ham10000 WORKDIR   (CSRS_DATA: the 
 
 Every step is a `csrs` command or a stored certification, so rerunning after an interruption skips
 what is done. Hyperparameters are chosen on the held-out validation split (never trained on), never
-on test, by these rules (val certification: n0 = 32, n = 200, α = 0.001, at the case's ε):
+on test. MACER and CS-MACER are warm-started from the Cohen model for the same number of epochs,
+with λ rising linearly over the first epochs (--lam-warmup). The rules (val certification: n0 = 32,
+n = 200, α = 0.001, at the case's ε):
   - MACER's λ: the largest val certified accuracy (overall cost) among the candidates whose val
     accuracy is within 3 points of Cohen's and whose balanced accuracy is above 0.55 (not one class);
   - CS-MACER's λ: the largest val Rob_cs (the case's cost matrix) among those within 2 points.
@@ -30,12 +32,13 @@ CASES = {
                     cs_name="cs-macer-seed3", extra_costs={"cs-macer-pair3to5": "pairwise:3>5"}, val_per_class=50,
                     cohen=["--epochs", "10", "--batch", "128", "--lr", "0.1"],
                     cohen_r=["--weight", "1.2", "--epochs", "2", "--batch", "128", "--lr", "0.01", "--init"],
-                    warm_epochs="1", macer_lams=("1", "3"), cs_lams=("0.5", "1"), nopool=None),
+                    warm_epochs="2", lam_warmup="1", macer_lams=("1", "3"), cs_lams=("0.5", "1"), nopool=None),
     "ham10000": dict(dataset="ham10000", arch="resnet8-pool4", sigma="0.5", eps=0.5, cost="pairwise:1>0",
                      cs_name="cs-macer", extra_costs={}, val_per_class=None,
                      cohen=["--epochs", "30", "--batch", "128", "--lr", "0.1"],
                      cohen_r=["--weight", "1.2", "--epochs", "30", "--batch", "128", "--lr", "0.1"],
-                     warm_epochs="10", macer_lams=("0.3", "1"), cs_lams=("0.3", "1"), nopool="resnet8"),
+                     warm_epochs="20", lam_warmup="5", macer_lams=("0.1", "0.3", "1"), cs_lams=("0.3", "0.5", "1"),
+                     nopool="resnet8"),
 }
 
 
@@ -79,21 +82,23 @@ def main(name: str, work: Path):
     cohen_r_args = case["cohen_r"] + ([str(cohen)] if case["cohen_r"][-1] == "--init" else [])
     results["cohen-r"] = val_metrics(train(work, case, "cohen-r", "--method", "cohen-r", "--cost", case["cost"],
                                            *cohen_r_args), val, case)
-    warm = [*WARM, "--epochs", case["warm_epochs"], "--init", str(cohen)]
+    warm = [*WARM, "--epochs", case["warm_epochs"], "--lam-warmup", case["lam_warmup"], "--init", str(cohen)]
+    tag = f"-e{case['warm_epochs']}"  # the warm-started runs' names: method, epochs, λ
     for lam in case["macer_lams"]:
-        results[f"macer-lam{lam}"] = val_metrics(train(work, case, f"macer-lam{lam}", "--method", "macer", "--lam",
-                                                       lam, *warm), val, case)
+        results[f"macer{tag}-lam{lam}"] = val_metrics(train(work, case, f"macer{tag}-lam{lam}", "--method", "macer",
+                                                            "--lam", lam, *warm), val, case)
     cs = case["cs_name"]
     for lam in case["cs_lams"]:
-        results[f"{cs}-lam{lam}"] = val_metrics(train(work, case, f"{cs}-lam{lam}", "--method", "cs-macer",
-                                                      "--cost", case["cost"], "--lam", lam, *warm), val, case)
+        results[f"{cs}{tag}-lam{lam}"] = val_metrics(train(work, case, f"{cs}{tag}-lam{lam}", "--method",
+                                                           "cs-macer", "--cost", case["cost"], "--lam", lam, *warm),
+                                                     val, case)
     base = results["cohen"]["acc"]
     chosen = {"cohen": "cohen", "cohen-r": "cohen-r",
-              "macer": choose(results, [f"macer-lam{x}" for x in case["macer_lams"]], base, 0.03, "certified"),
-              cs: choose(results, [f"{cs}-lam{x}" for x in case["cs_lams"]], base, 0.02, "rob_cs")}
+              "macer": choose(results, [f"macer{tag}-lam{x}" for x in case["macer_lams"]], base, 0.03, "certified"),
+              cs: choose(results, [f"{cs}{tag}-lam{x}" for x in case["cs_lams"]], base, 0.02, "rob_cs")}
     lam = chosen[cs].rsplit("lam", 1)[1]
     for shipped, spec in case["extra_costs"].items():
-        source = f"{shipped}-lam{lam}"
+        source = f"{shipped}{tag}-lam{lam}"
         train(work, case, source, "--method", "cs-macer", "--cost", spec, "--lam", lam, *warm)
         chosen[shipped] = source
     if case["nopool"]:  # the same Cohen training without the average pool, to see what the pool does

@@ -161,3 +161,24 @@ def test_a_signal_exits_non_zero_says_interrupted_and_a_rerun_resumes(tmp_path):
     again = train(_cfg(tmp_path, "sig", epochs=done + 1, schedule="step", batch=32, lr=0.1, cost="none",
                        gauss_num=16, log_every=1))
     assert again["epochs_done"] == done + 1
+
+
+def test_lambda_warm_up_rises_linearly_and_is_logged(tmp_path):
+    from csrs_core.training import robustness_weight
+    cfg = _cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2)
+    assert [robustness_weight(cfg, e, s, 4) for e, s in ((0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (5, 3))] == \
+        [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    assert robustness_weight(_cfg(tmp_path, "n", method="macer", lam=2.0), 0, 0, 4) == 2.0
+    train(_cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2, epochs=2, max_steps_per_epoch=4))
+    lams = [e["lam"] for e in read_progress(tmp_path / "w.progress.jsonl") if e["event"] == "step"]
+    assert lams == [0.5, 1.0, 1.5, 2.0]
+
+
+def test_a_run_from_before_an_option_existed_resumes_at_its_default(tmp_path):
+    train(_cfg(tmp_path, "old", max_steps_per_epoch=2))
+    path = tmp_path / "old.pt"
+    payload = read_checkpoint(path)
+    del payload["meta"]["hyperparameters"]["lam_warmup"]
+    torch.save(payload, path)
+    meta = train(_cfg(tmp_path, "old", max_steps_per_epoch=2))
+    assert meta["epochs_done"] == 1
