@@ -30,4 +30,4 @@ test-slow: setup
 bench: setup
 	$(PY) scripts/bench_certify.py
 	$(PY) scripts/bench_train.py
-	$(PY) scripts/bench_dashboard.py
+	$(PY) scripts/bench_dashboard_browser.py --clicks 16

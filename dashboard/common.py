@@ -174,18 +174,9 @@ def current_cost(case: str, classes: list[str]) -> CostMatrix:
     return st.session_state[key]
 
 
-def cell_key(case: str, j: int, k: int) -> str:
-    return f"cell::{case}::{j}::{k}"
-
-
-def set_cost(case: str, cost: CostMatrix, sync_grid: bool = False) -> None:
-    """Make `cost` current (session and URL); sync_grid also sets the grid's checkboxes, which is
-    allowed only before they render (from a widget callback)."""
+def set_cost(case: str, cost: CostMatrix) -> None:
+    """Make `cost` current (session and URL); the grid shows it at its next render."""
     st.session_state[f"cost::{case}"] = cost
-    if sync_grid:
-        for j in range(cost.m):
-            for k in range(cost.m):
-                st.session_state[cell_key(case, j, k)] = bool(cost.matrix[j, k])
     st.query_params["case"] = case
     st.query_params["cost"] = encode_cost(cost)
 

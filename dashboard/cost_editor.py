@@ -1,11 +1,17 @@
-"""The cost-matrix editor: a grid of checkboxes (in the page's fragment), presets and JSON import/export."""
+"""The cost-matrix editor: a grid of clickable cells (in the page's fragment), presets and JSON import/export."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
-from dashboard.common import cell_key, set_cost
+from dashboard.common import set_cost
+
+_ASSETS = Path(__file__).parent / "assets"
+_GRID = st.components.v2.component("csrs_cost_grid", js=(_ASSETS / "cost_grid.js").read_text(),
+                                   css=(_ASSETS / "cost_grid.css").read_text())
 
 
 def cost_tools(case: str, cost: CostMatrix) -> None:
@@ -19,37 +25,33 @@ def cost_tools(case: str, cost: CostMatrix) -> None:
 
 
 def cost_grid(case: str, cost: CostMatrix) -> CostMatrix:
-    """The grid of cells (rows: true class, columns: predicted class); returns the current matrix,
-    also kept in session state and the URL."""
-    m, names = cost.m, cost.class_names or [str(i) for i in range(cost.m)]
+    """The grid of cells (rows: true class, columns: predicted class), one browser-side element that
+    sends the whole matrix on a click; returns the current matrix, also kept in session state and the URL."""
+    names = cost.class_names or [str(i) for i in range(cost.m)]
+    key = f"grid::{case}"
+
+    def clicked():  # runs before the fragment reruns, so the views below see the new matrix
+        try:
+            matrix = np.array(st.session_state[key]["matrix"], dtype=bool)
+        except (KeyError, TypeError, ValueError):
+            return
+        if matrix.shape == cost.matrix.shape:
+            np.fill_diagonal(matrix, False)
+            set_cost(case, CostMatrix(matrix, names))
+
     with st.container(border=True):
-        header = st.columns([2] + [1] * m)
-        header[0].markdown("<small><b>true \\ predicted</b></small>", unsafe_allow_html=True)
-        for k in range(m):
-            header[k + 1].markdown(f"<small>{names[k]}</small>", unsafe_allow_html=True)
-        new = np.zeros_like(cost.matrix)
-        for j in range(m):
-            cols = st.columns([2] + [1] * m)
-            cols[0].markdown(f"<small>{names[j]}</small>", unsafe_allow_html=True)
-            for k in range(m):
-                key = cell_key(case, j, k)
-                if key not in st.session_state:
-                    st.session_state[key] = bool(cost.matrix[j, k])
-                new[j, k] = cols[k + 1].checkbox(f"{names[j]} → {names[k]}", key=key, disabled=j == k,
-                                                 label_visibility="collapsed") and j != k
-        if not np.array_equal(new, cost.matrix):
-            cost = CostMatrix(new, names)
-            set_cost(case, cost)
+        _GRID(key=key, data={"names": list(names), "matrix": cost.matrix.astype(int).tolist()},
+              on_matrix_change=clicked)
         st.download_button("Export JSON", cost.to_json(), file_name=f"cost-{case.replace('/', '_')}.json",
                            mime="application/json", key=f"export::{case}")
     return cost
 
 
 def _apply(case, make):
-    """A widget callback: build the matrix and sync the grid before it renders."""
+    """A widget callback: make the built matrix current before the grid renders."""
     def callback():
         try:
-            set_cost(case, make(), sync_grid=True)
+            set_cost(case, make())
             st.session_state.pop(f"import_error::{case}", None)
         except CostMatrixError as exc:
             st.session_state[f"import_error::{case}"] = f"Could not import that cost matrix: {exc}"

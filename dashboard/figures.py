@@ -1,33 +1,64 @@
-"""Plotly figures built from data frames (no Streamlit here, so they are testable alone).
-Built with graph_objects rather than Plotly Express: several times faster, which keeps a click
-on the cost grid well under half a second."""
+"""Vega-Lite figures as specs (dicts) whose data are named data frames in spec["datasets"]; no
+Streamlit here, so they are testable alone. Shown with `st.vega_lite_chart(spec=...)`.
+
+Why Vega-Lite specs written as dicts: when a chart's spec is unchanged between reruns and only its
+data differ (a click on the cost grid), Streamlit keeps the chart and swaps the data in place
+instead of drawing it anew; and a dict costs nothing to build, where an Altair chart takes ~20 ms.
+So every spec depends only on names and settings, never on the numbers, and datasets have fixed names."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 
-COLORS = qualitative.Plotly
-
-
-def _color(i: int) -> str:
-    return COLORS[i % len(COLORS)]
+SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
+SCHEME = "tableau10"  # one colour per checkpoint, in the order the checkpoints are listed
+SHAPES = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "triangle-up"}
+METRIC_DASH = {"Rob_cs": [1, 0], "Rob_std": [6, 3], "certified acc.": [2, 2]}
+DOTTED = [2, 3]
 
 
-def eps_curves(curves: pd.DataFrame, show_overall: bool) -> go.Figure:
-    """curves: checkpoint, eps, rob_cs, rob_std, certified_acc. Rob_cs solid, Rob_std dashed."""
-    fig = go.Figure()
-    for i, (name, df) in enumerate(curves.groupby("checkpoint", sort=False)):
-        c = _color(i)
-        fig.add_scatter(x=df.eps, y=df.rob_cs, name=f"{name} Rob_cs", line=dict(color=c))
-        fig.add_scatter(x=df.eps, y=df.rob_std, name=f"{name} Rob_std", line=dict(color=c, dash="dash"))
-        if show_overall:
-            fig.add_scatter(x=df.eps, y=df.certified_acc, name=f"{name} certified acc.", line=dict(color=c, dash="dot"))
-    fig.update_layout(xaxis_title="ℓ2 perturbation size ε (pixel scale [0, 1])",
-                      yaxis_title="share of examples certified", yaxis_range=[0, 1.02],
-                      legend_title="checkpoint and metric", margin=dict(t=30))
-    return fig
+def _spec(datasets: dict[str, pd.DataFrame], **parts) -> dict:
+    return {"$schema": SCHEMA, "datasets": datasets, **parts}
+
+
+def _q(field: str, title: str | None = None, domain=None, **more) -> dict:
+    """A quantitative channel; a fixed domain keeps the axes still between clicks."""
+    channel = {"field": field, "type": "quantitative", **({"title": title} if title else {}), **more}
+    if domain is not None:
+        channel["scale"] = {"domain": domain}
+    return channel
+
+
+def _checkpoint_color(names) -> dict:
+    names = list(names)
+    return {"field": "checkpoint", "type": "nominal", "title": "checkpoint", "sort": names,
+            "scale": {"domain": names, "scheme": SCHEME}}
+
+
+def _names(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["checkpoint"]))
+
+
+def _tooltip(*fields: tuple[str, str]) -> list[dict]:
+    return [{"field": f, "type": t, **({"format": ".3f"} if t == "quantitative" else {})} for f, t in fields]
+
+
+def eps_curves(curves: pd.DataFrame, show_overall: bool) -> dict:
+    """curves: checkpoint, eps, rob_cs, rob_std, certified_acc. Rob_cs solid, Rob_std dashed,
+    the overall certified accuracy dotted (when shown)."""
+    columns = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", **({"certified_acc": "certified acc."} if show_overall else {})}
+    long = (curves.rename(columns=columns)
+            .melt(["checkpoint", "eps"], list(columns.values()), var_name="metric", value_name="share"))
+    metrics = list(columns.values())
+    return _spec({"curves": long}, data={"name": "curves"}, mark="line", encoding={
+        "x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
+        "y": _q("share", "share of examples certified", [0, 1]),
+        "color": _checkpoint_color(_names(curves)),
+        "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
+                       "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]}},
+        "detail": {"field": "metric", "type": "nominal"},
+        "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
+                            ("share", "quantitative"))})
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
@@ -37,85 +68,99 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
     return pts[keep].sort_values("acc")
 
 
-SYMBOLS = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "star"}
+def tradeoff(summary: pd.DataFrame) -> dict:
+    """Acc vs Rob_cs per checkpoint with the Pareto front (paper Fig. 1c). Each checkpoint is its own
+    legend entry (colour) and its method has its own symbol, so nearby points never overlap labels."""
+    points = summary[["checkpoint", "method", "acc", "rob_cs"]]
+    x = _q("rob_cs", "certified cost-sensitive robustness Rob_cs(ε)", [0, 1])
+    y = _q("acc", "overall accuracy Acc", [0, 1])
+    front = {"data": {"name": "front"}, "mark": {"type": "line", "color": "grey", "strokeDash": DOTTED},
+             "encoding": {"x": x, "y": y, "order": {"field": "acc", "type": "quantitative"}}}
+    dots = {"data": {"name": "points"},
+            "mark": {"type": "point", "size": 160, "filled": True, "stroke": "white", "strokeWidth": 1, "opacity": 1},
+            "encoding": {"x": x, "y": y, "color": _checkpoint_color(_names(points)),
+                         "shape": {"field": "method", "type": "nominal", "title": "method",
+                                   "scale": {"domain": list(SHAPES), "range": list(SHAPES.values())},
+                                   "legend": {"symbolFillColor": "grey", "symbolStrokeColor": "grey",
+                                              "symbolSize": 120}},
+                         "tooltip": _tooltip(("checkpoint", "nominal"), ("method", "nominal"),
+                                             ("rob_cs", "quantitative"), ("acc", "quantitative"))}}
+    return _spec({"points": points, "front": pareto_front(points)}, layer=[front, dots])
 
 
-def tradeoff(summary: pd.DataFrame) -> go.Figure:
-    """Acc vs Rob_cs per checkpoint with the Pareto front (paper Fig. 1c). Each checkpoint is its
-    own legend entry (colour) with its method's symbol, so nearby points never overlap labels."""
-    fig = go.Figure()
-    for i, row in enumerate(summary.itertuples()):
-        fig.add_scatter(x=[row.rob_cs], y=[row.acc], mode="markers", name=f"{row.checkpoint} ({row.method})",
-                        marker=dict(size=13, color=_color(i), symbol=SYMBOLS.get(row.method, "circle"),
-                                    line=dict(width=1, color="white")),
-                        hovertemplate=f"{row.checkpoint}<br>Rob_cs %{{x:.3f}}<br>Acc %{{y:.3f}}<extra></extra>")
-    front = pareto_front(summary)
-    if len(front) > 1:
-        fig.add_scatter(x=front.rob_cs, y=front.acc, mode="lines", name="Pareto front", line=dict(color="grey", dash="dot"))
-    fig.update_layout(xaxis_title="certified cost-sensitive robustness Rob_cs(ε)", yaxis_title="overall accuracy Acc",
-                      xaxis_range=[-0.02, 1.02], yaxis_range=[0, 1.05], margin=dict(t=30))
-    return fig
-
-
-def r1_vs_r2(table: pd.DataFrame, title: str) -> go.Figure:
+def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:
     """Per sensitive example whose top class is safe: R1 against the certified max(R1, R2) (Fig. 1a/b)."""
     sub = table[table.r2 > -np.inf]
-    r1 = sub.r1.clip(lower=0)
-    best = sub.cost_robust_radius.clip(lower=0)
-    top = float(max(best.max() if len(best) else 0, r1.max() if len(r1) else 0, 0.1))
-    fig = go.Figure()
-    fig.add_scatter(x=r1, y=best, mode="markers", name="sensitive examples", opacity=0.6)
-    fig.add_scatter(x=[0, top], y=[0, top], mode="lines", name="y = x", line=dict(color="grey", dash="dot"))
-    fig.update_layout(title=title, xaxis_title="R1: standard radius (ℓ2)",
-                      yaxis_title="certified cost-sensitive radius (ℓ2)", margin=dict(t=40))
-    return fig
+    points = pd.DataFrame({"r1": sub.r1.clip(lower=0), "radius": sub.cost_robust_radius.clip(lower=0)})
+    top = float(max(points.to_numpy().max(initial=0), 0.1))
+    x = _q("r1", "R1: standard radius (ℓ2)")
+    y = _q("radius", "certified cost-sensitive radius (ℓ2)")
+    diagonal = {"data": {"name": "diagonal"}, "mark": {"type": "line", "color": "grey", "strokeDash": DOTTED},
+                "encoding": {"x": x, "y": y}}
+    dots = {"data": {"name": "points"}, "mark": {"type": "circle", "opacity": 0.6, "size": 30},
+            "encoding": {"x": x, "y": y, "tooltip": _tooltip(("r1", "quantitative"), ("radius", "quantitative"))}}
+    return _spec({"points": points, "diagonal": pd.DataFrame({"r1": [0, top], "radius": [0, top]})},
+                 title=title, layer=[diagonal, dots])
 
 
-def per_class_bars(per_class: pd.DataFrame) -> go.Figure:
+def per_class_bars(per_class: pd.DataFrame) -> dict:
     """Certified accuracy at ε per true class, grouped by checkpoint."""
-    fig = go.Figure()
-    for i, (name, df) in enumerate(per_class.groupby("checkpoint", sort=False)):
-        fig.add_bar(x=df.name, y=df.certified_acc, name=name, marker_color=_color(i))
-    fig.update_layout(barmode="group", xaxis_title="true class", yaxis_title="certified accuracy at ε",
-                      yaxis_range=[0, 1], margin=dict(t=30))
-    return fig
+    names = _names(per_class)
+    classes = list(dict.fromkeys(per_class["name"]))
+    return _spec({"bars": per_class[["checkpoint", "name", "certified_acc"]]}, data={"name": "bars"}, mark="bar",
+                 encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes},
+                           "xOffset": {"field": "checkpoint", "type": "nominal", "sort": names},
+                           "y": _q("certified_acc", "certified accuracy at ε", [0, 1]),
+                           "color": _checkpoint_color(names),
+                           "tooltip": _tooltip(("checkpoint", "nominal"), ("name", "nominal"),
+                                               ("certified_acc", "quantitative"))})
 
 
-def confusion_heatmap(matrix: np.ndarray, class_names, title: str) -> go.Figure:
+def confusion_heatmap(matrix: np.ndarray, class_names, title: str) -> dict:
     """Rows: true class; columns: the smoothed classifier's top class c_A; cells: share of the row."""
     rows = matrix.sum(1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
-    names = list(class_names)
-    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
-                               text=np.round(share, 2), texttemplate="%{text}",
-                               colorbar=dict(title="share of row")))
-    fig.update_layout(title=title, xaxis_title="predicted class (smoothed top class)", yaxis_title="true class",
-                      yaxis_autorange="reversed", margin=dict(t=40))
-    return fig
+    names = [str(n) for n in class_names]
+    cells = pd.DataFrame([{"true": names[j], "predicted": names[k], "share": float(share[j, k]),
+                           "count": int(matrix[j, k])} for j in range(len(names)) for k in range(len(names))])
+    axes = {"x": {"field": "predicted", "type": "nominal", "title": "predicted class (smoothed top class)",
+                  "sort": names},
+            "y": {"field": "true", "type": "nominal", "title": "true class", "sort": names}}
+    heat = {"mark": "rect", "encoding": {**axes, "color": {**_q("share", "share of row"),
+                                                           "scale": {"domain": [0, 1], "scheme": "blues"}},
+                                         "tooltip": [{"field": "true", "type": "nominal"},
+                                                     {"field": "predicted", "type": "nominal"},
+                                                     {"field": "count", "type": "quantitative"},
+                                                     {"field": "share", "type": "quantitative", "format": ".2f"}]}}
+    text = {"mark": {"type": "text", "fontSize": 10},
+            "encoding": {**axes, "text": {"field": "share", "type": "quantitative", "format": ".2f"},
+                         "color": {"condition": {"test": "datum.share > 0.5", "value": "white"}, "value": "black"}}}
+    return _spec({"cells": cells}, data={"name": "cells"}, title=title, height=320, layer=[heat, text])
 
 
-def training_curves(steps: pd.DataFrame) -> go.Figure:
+def training_curves(steps: pd.DataFrame) -> dict:
     """Loss terms and accuracy per step of a training job."""
-    x = steps.epoch + steps.step / steps.steps
-    fig = go.Figure()
-    for key in ("loss", "ce", "i2", "i3", "robust", "weighted_ce", "acc"):
-        if key in steps:
-            fig.add_scatter(x=x, y=steps[key], name=key, mode="lines")
-    fig.update_layout(xaxis_title="epoch", yaxis_title="batch mean", margin=dict(t=30))
-    return fig
+    keys = [k for k in ("loss", "ce", "i2", "i3", "robust", "weighted_ce", "acc") if k in steps]
+    frame = steps[keys].assign(epoch=steps.epoch + steps.step / steps.steps)
+    long = frame.melt("epoch", keys, var_name="term", value_name="value")
+    return _spec({"steps": long}, data={"name": "steps"}, mark="line", encoding={
+        "x": _q("epoch", "epoch"), "y": _q("value", "batch mean"),
+        "color": {"field": "term", "type": "nominal", "sort": keys},
+        "tooltip": _tooltip(("term", "nominal"), ("epoch", "quantitative"), ("value", "quantitative"))})
 
 
-def lower_bound_ecdf(bounds: pd.DataFrame) -> go.Figure:
+def lower_bound_ecdf(bounds: pd.DataFrame) -> dict:
     """bounds: checkpoint, p_lower (the lower confidence bound of p_A per example). The empirical
     distribution function per checkpoint: what an average radius hides (many examples just above
     or below 1/2, a few near 1)."""
-    fig = go.Figure()
-    for i, (name, df) in enumerate(bounds.groupby("checkpoint", sort=False)):
-        x = np.sort(df.p_lower.to_numpy())
-        fig.add_scatter(x=x, y=np.arange(1, len(x) + 1) / max(len(x), 1), name=name, mode="lines",
-                        line=dict(color=_color(i), shape="hv"))
-    fig.add_vline(x=0.5, line=dict(color="grey", dash="dot"))
-    fig.update_layout(xaxis_title="lower confidence bound of p_A (certified iff > 1/2)",
-                      yaxis_title="share of examples ≤ x", xaxis_range=[0, 1], yaxis_range=[0, 1.02],
-                      margin=dict(t=30))
-    return fig
+    parts = [pd.DataFrame({"checkpoint": name, "p_lower": np.sort(df.p_lower.to_numpy()),
+                           "share": np.arange(1, len(df) + 1) / len(df)})
+             for name, df in bounds.groupby("checkpoint", sort=False)]
+    ecdf = pd.concat(parts) if parts else pd.DataFrame(columns=["checkpoint", "p_lower", "share"])
+    lines = {"data": {"name": "ecdf"}, "mark": {"type": "line", "interpolate": "step-after"},
+             "encoding": {"x": _q("p_lower", "lower confidence bound of p_A (certified iff > 1/2)", [0, 1]),
+                          "y": _q("share", "share of examples ≤ x", [0, 1]),
+                          "color": _checkpoint_color(_names(bounds))}}
+    half = {"data": {"name": "half"}, "mark": {"type": "rule", "color": "grey", "strokeDash": DOTTED},
+            "encoding": {"x": {"field": "p_lower", "type": "quantitative"}}}
+    return _spec({"ecdf": ecdf, "half": pd.DataFrame({"p_lower": [0.5]})}, layer=[lines, half])

@@ -54,7 +54,7 @@ def jobs_panel(root, kind: str) -> bool:
             if kind == "train":
                 steps = pd.DataFrame([e for e in job["events"] if e.get("event") == "step"])
                 if len(steps):
-                    st.plotly_chart(figures.training_curves(steps), key=f"curve::{job['id']}")
+                    st.vega_lite_chart(spec=figures.training_curves(steps), key=f"curve::{job['id']}")
             if job["state"] in ("failed", "interrupted"):
                 errors = [e["message"] for e in job["events"] if e.get("event") == "error"]
                 st.error(errors[-1] if errors else "The job failed; its log follows.")

@@ -2,6 +2,8 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from csrs_core.runner import certify_counts
 from csrs_core.data import load_dataset
 from csrs_core.training import TrainConfig, train
@@ -19,3 +21,15 @@ def build_case(root: Path, base_checkpoint: Path) -> Path:
         certify_counts(case / f"{name}.pt", data, n0=20, n=100, batch=400)
     data.save_sample(case / "test-sample.npz")
     return root
+
+
+def click_grid(at, matrix) -> None:
+    """What the browser sends when a cell of the cost grid is clicked (the grid sends the whole
+    matrix as its "matrix" state), then the rerun; AppTest has no handle on browser-side elements."""
+    import json
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    [grid] = at.get("bidi_component")
+    states = at._tree.get_widget_states()
+    state = WidgetState(id=grid.proto.id, json_value=json.dumps({"matrix": np.asarray(matrix).astype(int).tolist()}))
+    states.widgets.append(state)
+    at._run(widget_state=states)

@@ -55,27 +55,33 @@ def page(server):
         browser.close()
 
 
-def _traces(page):
-    return page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map("
-                         "p => JSON.stringify(p.data.map(t => t.y)))")
+MARKS = ("() => JSON.stringify(Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).map("
+         "c => Array.from(c.querySelectorAll('svg [class*=\"mark-\"]')).map(m => m.innerHTML).join('|')))")
+
+
+def _marks(page) -> str:
+    """What every figure draws (its marks' SVG)."""
+    return page.evaluate(MARKS)
 
 
 def test_grid_clicks_change_the_figures(server, page):
     url, _ = server
     page.goto(url)
     page.get_by_text("Metrics at ε").first.wait_for()
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 5")
-    before = _traces(page)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart] svg').length >= 6")
+    before = _marks(page)
     assert "seedwise 3" in page.get_by_text("Metrics at ε").first.inner_text()
     page.get_by_role("checkbox", name="red → green").click(force=True)
     page.get_by_text("pairwise 0>1").first.wait_for()
-    page.wait_for_function(f"() => JSON.stringify(Array.from(document.querySelectorAll('.js-plotly-plot'))"
-                           f".map(p => JSON.stringify(p.data.map(t => t.y)))) !== {repr(__import__('json').dumps(before))}")
+    page.wait_for_function(f"(before) => ({MARKS})() !== before", arg=before)
     assert "cost=0%3E1_3%3E0.1.2" in page.url or "cost=0>1_3>0.1.2" in page.url
     page.get_by_text("Cost-matrix presets and import").click()
     page.get_by_role("button", name="Overall").click()
     page.get_by_text("cost: overall").first.wait_for()
-    assert _traces(page) != before
+    assert _marks(page) != before
+    from playwright.sync_api import expect
+    expect(page.get_by_role("checkbox", name="green → blue")).to_be_checked()  # the grid follows the preset
+    expect(page.get_by_role("checkbox", name="green → green")).to_be_disabled()
 
 
 def test_certification_and_training_jobs_finish(server, page):

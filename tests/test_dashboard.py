@@ -10,7 +10,7 @@ from csrs_core.certify import certify_from_counts
 from csrs_core.cost import CostMatrix
 from csrs_core.metrics import summarize
 
-from dashboard_fixtures import build_case
+from dashboard_fixtures import build_case, click_grid
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
@@ -48,9 +48,9 @@ def test_explore_metrics_follow_the_grid(root, monkeypatch):
     for name in ("cohen", "csmacer"):
         assert _row(at, name).rob_cs == pytest.approx(_expected(root, name, cost)["rob_cs"])
     # click a cell: red -> green now costs
-    at.checkbox(key="cell::synth::0::1").check().run()
-    assert not at.exception
     cost = CostMatrix(cost.matrix | np.eye(4, k=1, dtype=bool) * np.array([[1], [0], [0], [0]], bool), names)
+    click_grid(at, cost.matrix)
+    assert not at.exception
     exp = _expected(root, "cohen", cost)
     row = _row(at, "cohen")
     assert row.n_sensitive == exp["n_sensitive"] and row.rob_cs == pytest.approx(exp["rob_cs"])
@@ -111,8 +111,8 @@ def test_switching_to_the_shipped_medical_case(monkeypatch):
     at = _app(shipped, monkeypatch)
     at.sidebar.selectbox(key="case").select("ham10000").run()
     assert not at.exception, at.exception
-    labels = " ".join(m.value for m in at.markdown)
-    assert "benign" in labels and "malignant" in labels
+    [grid] = at.get("bidi_component")
+    assert '"names": ["benign", "malignant"]' in grid.proto.json and '"matrix": [[0, 0], [1, 0]]' in grid.proto.json
     assert at.query_params["case"] in ("ham10000", ["ham10000"])
     assert len(at.dataframe[0].value) >= 5 and at.number_input(key="eps::ham10000").value == 0.5
 

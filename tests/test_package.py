@@ -20,6 +20,7 @@ def test_a_wheel_builds_and_provides_the_csrs_command(tmp_path):
         entry = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "csrs = csrs_core.cli:main_exit" in entry
     assert "csrs_core/runner.py" in names and "dashboard/app.py" in names and "dashboard/pages/explore.py" in names
+    assert "dashboard/assets/cost_grid.js" in names and "dashboard/assets/cost_grid.css" in names
 
 
 def _help(command):

@@ -102,8 +102,9 @@ def cost_dependent_views():
     st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {cost.describe()})")
     st.caption(f"Each certificate holds with probability ≥ {confidence}. d_* and p_*: difference from the baseline "
                f"({baseline}) and the exact McNemar p-value on the same examples (not adjusted for multiple tests).")
+    notice = st.empty()  # always one element here, so a warning never shifts (and remounts) the charts below
     if summary.n_sensitive.max() == 0:
-        st.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
+        notice.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(summary, hide_index=True, key="summary_table",
                  column_config={**{c: number for c in ("acc", "balanced_acc", "rob_cs", "rob_std", "rob_non",
@@ -116,17 +117,14 @@ def cost_dependent_views():
     grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
     curves = pd.concat([eps_curve(t, grid).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified accuracy vs ε")
-    st.plotly_chart(figures.eps_curves(curves, show_overall), key="fig_curves")
+    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall), key="fig_curves")
     left, right = st.columns(2)
     with left:
         st.subheader("Accuracy / robustness trade-off")
-        st.plotly_chart(figures.tradeoff(summary), key="fig_tradeoff")
+        st.vega_lite_chart(spec=figures.tradeoff(summary), key="fig_tradeoff")
     with right:
-        st.subheader("Per-class certified accuracy")
-        pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in tables.items()])
-        st.plotly_chart(figures.per_class_bars(pc), key="fig_perclass")
-    st.plotly_chart(figures.r1_vs_r2(tables[focus], f"{focus}: R1 vs max(R1, R2), sensitive examples"),
-                    key="fig_r1r2")
+        st.subheader("R1 vs the cost-sensitive radius")
+        st.vega_lite_chart(spec=figures.r1_vs_r2(tables[focus], f"{focus}: sensitive examples"), key="fig_r1r2")
 
 
 cost_tools(case, current_cost(case, classes))
@@ -134,18 +132,26 @@ st.caption("Cost matrix: rows are the true class, columns the predicted class; a
            "costs (the diagonal cannot cost).")
 cost_dependent_views()
 
+# the views below do not depend on the cost matrix, so a grid click leaves them alone
 left, right = st.columns(2)
 with left:
+    st.subheader("Per-class certified accuracy")
+    per_class_tables = {name: certificate_table(records[name], current_cost(case, classes), alpha, mode)
+                        for name in picked}  # R1 and the top class do not depend on the matrix
+    pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in per_class_tables.items()])
+    st.vega_lite_chart(spec=figures.per_class_bars(pc), key="fig_perclass")
+with right:
     st.subheader("Lower confidence bound of p_A")
     def p_lower(rec):  # LCB(n_A, n, α) of the top class of the selection sample
         top = rec.counts0.argmax(1)
         return lower_confidence_bound(rec.counts[np.arange(len(top)), top], rec.meta["n"], alpha)
     bounds = pd.concat([pd.DataFrame({"checkpoint": name, "p_lower": p_lower(records[name])}) for name in picked])
-    st.plotly_chart(figures.lower_bound_ecdf(bounds), key="fig_plower")
-with right:
+    st.vega_lite_chart(spec=figures.lower_bound_ecdf(bounds), key="fig_plower")
+left, _ = st.columns(2)
+with left:
     conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
     st.subheader("Smoothed classifier's confusion")
-    st.plotly_chart(figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
+    st.vega_lite_chart(spec=figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
 meta = records[focus].meta
 st.caption(f"{focus}: {meta['num_examples']} examples of {meta['dataset']} ({meta['split']}), n0 = {meta['n0']}, "
            f"n = {meta['n']}, σ = {meta['sigma']}, {meta['precision']} on {meta['device_type']}, seed {meta['seed']}, "
