@@ -26,7 +26,7 @@ from csrs_core.device import autocast, distributed_setup, pick_device, set_threa
 from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
 from csrs_core.locks import output_lock
 from csrs_core.models import architectures, build_model
-from csrs_core.options import DEFAULT_LAMBDA, TRAIN, check_settings
+from csrs_core.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
 from csrs_core.progress import ProgressLog
 
 
@@ -77,7 +77,10 @@ class TrainConfig:
         if self.lam is None:
             self.lam = DEFAULT_LAMBDA.get(self.method, 0.0)
         if self.method in ("gaussian", "cohen-r"):
-            self.gauss_num = 1
+            self.gauss_num, self.lam_warmup = 1, 0.0  # no noisy copies, no robustness term to warm up
+        elif self.lam_warmup > self.epochs:
+            raise SettingError(f"--lam-warmup = {self.lam_warmup:g} is not allowed with --epochs {self.epochs}: λ "
+                               "would never reach its value; must be at most the number of epochs")
         pick_device(self.device)  # an unusable --device is refused before anything is written
         if self.arch not in architectures():
             raise TrainingError(f"--arch = {self.arch!r} is not allowed: must be one of {', '.join(architectures())}")
@@ -320,7 +323,8 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             memory_format=torch.channels_last)
         with autocast(device, cfg.precision):
             logits = net(x).view(len(y), k, -1)
-        loss, parts = compute_loss(cfg, logits, y, cost, robustness_weight(cfg, epoch, step, steps))
+        lam = robustness_weight(cfg, epoch, step, steps)
+        loss, parts = compute_loss(cfg, logits, y, cost, lam)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -340,8 +344,7 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             elapsed = time.time() - t0
             rate = seen * k * world / elapsed
             remaining = (steps - step - 1) + steps * (cfg.epochs - epoch - 1)
-            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr,
-                      lam=robustness_weight(cfg, epoch, step + 1, steps), **means, acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
+            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, lam=lam, **means, acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
         if _should_stop(stopper, world, device, (step + 1) % cfg.log_every == 0 or step + 1 == steps):
             return None
     elapsed = time.time() - t0

@@ -31,12 +31,8 @@ def cost_grid(case: str, cost: CostMatrix) -> CostMatrix:
     key = f"grid::{case}"
 
     def clicked():  # runs before the fragment reruns, so the views below see the new matrix
-        try:
-            matrix = np.array(st.session_state[key]["matrix"], dtype=bool)
-        except (KeyError, TypeError, ValueError):
-            return
-        if matrix.shape == cost.matrix.shape:
-            np.fill_diagonal(matrix, False)
+        matrix = _checked_matrix(st.session_state[key].get("matrix"), cost.m)
+        if matrix is not None:
             set_cost(case, CostMatrix(matrix, names))
 
     with st.container(border=True):
@@ -45,6 +41,18 @@ def cost_grid(case: str, cost: CostMatrix) -> CostMatrix:
         st.download_button("Export JSON", cost.to_json(), file_name=f"cost-{case.replace('/', '_')}.json",
                            mime="application/json", key=f"export::{case}")
     return cost
+
+
+def _checked_matrix(sent, m: int) -> np.ndarray | None:
+    """The m x m matrix the browser sent, or None unless it is exactly that: rows of 0/1 (or
+    booleans); the diagonal never costs."""
+    ok = (isinstance(sent, list) and len(sent) == m
+          and all(isinstance(row, list) and len(row) == m and all(v in (0, 1) for v in row) for row in sent))
+    if not ok:
+        return None
+    matrix = np.array(sent, dtype=bool)
+    np.fill_diagonal(matrix, False)
+    return matrix
 
 
 def _apply(case, make):

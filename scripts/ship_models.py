@@ -4,8 +4,8 @@ Usage: python scripts/ship_models.py cifar10|ham10000 WORKDIR   (CSRS_DATA: the 
 
 Every step is a `csrs` command or a stored certification, so rerunning after an interruption skips
 what is done. Hyperparameters are chosen on the held-out validation split (never trained on), never
-on test. MACER and CS-MACER are warm-started from the Cohen model for the same number of epochs,
-with λ rising linearly over the first epochs (--lam-warmup). The rules (val certification: n0 = 32,
+on test. Every MACER and CS-MACER candidate is warm-started from the Cohen model and trained for the
+case's warm_epochs, with λ rising linearly over the first lam_warmup epochs (--lam-warmup). The rules (val certification: n0 = 32,
 n = 200, α = 0.001, at the case's ε):
   - MACER's λ: the largest val certified accuracy (overall cost) among the candidates whose val
     accuracy is within 3 points of Cohen's and whose balanced accuracy is above 0.55 (not one class);
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from csrs_core.certify import certify_from_counts
+from csrs_core.checkpoints import file_digest
 from csrs_core.cost import parse_cost
 from csrs_core.data import load_dataset, select_examples
 from csrs_core.metrics import summarize
@@ -112,7 +113,7 @@ def main(name: str, work: Path):
     sample = load_dataset(f"sample:{sample_path}")
     for shipped, source in chosen.items():
         dest = target / f"{shipped}.pt"
-        if not dest.exists():
+        if not dest.exists() or file_digest(dest) != file_digest(work / f"{source}.pt"):  # never a stale one
             shutil.copy(work / f"{source}.pt", dest)
         certify_counts(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
                        command=f"csrs certify --checkpoint checkpoints/{name}/{shipped}.pt --dataset "

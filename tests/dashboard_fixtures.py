@@ -24,12 +24,14 @@ def build_case(root: Path, base_checkpoint: Path) -> Path:
 
 
 def click_grid(at, matrix) -> None:
-    """What the browser sends when a cell of the cost grid is clicked (the grid sends the whole
-    matrix as its "matrix" state), then the rerun; AppTest has no handle on browser-side elements."""
+    """What the browser sends when a cell of the cost grid is clicked (the grid's one-shot trigger
+    "matrix" with the whole matrix), then the rerun; AppTest has no handle on browser-side elements."""
     import json
     from streamlit.proto.WidgetStates_pb2 import WidgetState
+    from streamlit.runtime.state.session_state import STREAMLIT_INTERNAL_KEY_PREFIX
     [grid] = at.get("bidi_component")
     states = at._tree.get_widget_states()
-    state = WidgetState(id=grid.proto.id, json_value=json.dumps({"matrix": np.asarray(matrix).astype(int).tolist()}))
-    states.widgets.append(state)
+    trigger = WidgetState(id=f"{STREAMLIT_INTERNAL_KEY_PREFIX}_{grid.proto.id}__events",
+                          json_trigger_value=json.dumps([{"event": "matrix", "value": np.asarray(matrix).tolist()}]))
+    states.widgets.append(trigger)
     at._run(widget_state=states)

@@ -1,4 +1,5 @@
 """Dashboard pages under Streamlit's AppTest: metrics equal csrs_core's, bad input gives messages."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,31 @@ def test_explore_metrics_follow_the_grid(root, monkeypatch):
     assert any("undefined" in w.value for w in at.warning)
 
 
+
+def test_a_click_that_repeats_an_earlier_matrix_still_counts(root, monkeypatch):
+    """A preset changes the matrix without a click; clicking back to the matrix of the last click
+    must still apply (the grid sends each click as a one-shot event, not as a state value)."""
+    at = _app(root, monkeypatch)
+    names = ["red", "green", "blue", "grey"]
+    clicked = CostMatrix.seedwise(4, [3], names).matrix.copy()
+    clicked[0, 1] = True
+    click_grid(at, clicked)
+    assert at.query_params["cost"] in (["0>1_3>0.1.2"], "0>1_3>0.1.2")
+    at.button(key="preset_clear::synth").click().run()
+    assert at.query_params["cost"] in (["-"], "-")
+    click_grid(at, clicked)
+    assert at.query_params["cost"] in (["0>1_3>0.1.2"], "0>1_3>0.1.2")
+    assert _row(at, "cohen").rob_cs == pytest.approx(_expected(root, "cohen", CostMatrix(clicked, names))["rob_cs"])
+
+
+@pytest.mark.parametrize("sent", [[[0, 1], [1, 0]], [["0", "1", "0", "0"]] * 4, [[0, 2, 0, 0]] * 4, "x", None])
+def test_a_malformed_grid_message_changes_nothing(root, monkeypatch, sent):
+    at = _app(root, monkeypatch)
+    before = at.query_params["cost"]
+    click_grid(at, np.array(sent, dtype=object) if isinstance(sent, list) else sent)
+    assert not at.exception and at.query_params["cost"] == before
+
+
 def test_bad_json_import_gives_a_message(root, monkeypatch):
     at = _app(root, monkeypatch)
     at.text_input(key="import::synth").input("{not json").run()
@@ -112,7 +138,7 @@ def test_switching_to_the_shipped_medical_case(monkeypatch):
     at.sidebar.selectbox(key="case").select("ham10000").run()
     assert not at.exception, at.exception
     [grid] = at.get("bidi_component")
-    assert '"names": ["benign", "malignant"]' in grid.proto.json and '"matrix": [[0, 0], [1, 0]]' in grid.proto.json
+    assert json.loads(grid.proto.json) == {"names": ["benign", "malignant"], "matrix": [[0, 0], [1, 0]]}
     assert at.query_params["case"] in ("ham10000", ["ham10000"])
     assert len(at.dataframe[0].value) >= 5 and at.number_input(key="eps::ham10000").value == 0.5
 

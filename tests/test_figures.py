@@ -48,6 +48,11 @@ def test_a_click_changes_only_the_data_never_the_spec():
                             "certified_acc": [0.9, 0.5, 0.3]}) for r in ([1, 0.5, 0.2], [1, 0.3, 0.1])]
     a, b = (_spec(figures.eps_curves(c, show_overall=False)) for c in curves)
     assert a["datasets"] != b["datasets"] and _without_data(a) == _without_data(b)
+    rng = np.random.default_rng(0)
+    few, many = (pd.DataFrame({"r1": rng.uniform(0, 1, n), "r2": rng.uniform(0, 1, n)}) for n in (10, 6000))
+    a, b = (_spec(figures.r1_vs_r2(t.assign(cost_robust_radius=t.max(1)), "focus")) for t in (few, many))
+    assert len(_data(b, 1)) == 6000 and _without_data(a) == _without_data(b)
+    assert a["usermeta"]["embedOptions"]["renderer"] == "svg"  # else Streamlit switches to canvas past 2,000 points
 
 
 def test_figures_have_named_axes_and_the_right_numbers():

@@ -163,15 +163,30 @@ def test_a_signal_exits_non_zero_says_interrupted_and_a_rerun_resumes(tmp_path):
     assert again["epochs_done"] == done + 1
 
 
-def test_lambda_warm_up_rises_linearly_and_is_logged(tmp_path):
+def test_lambda_warm_up_rises_linearly_reaches_the_loss_and_is_logged(tmp_path, monkeypatch):
+    from csrs_core import training
     from csrs_core.training import robustness_weight
-    cfg = _cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2)
+    cfg = _cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2, epochs=2)
     assert [robustness_weight(cfg, e, s, 4) for e, s in ((0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (5, 3))] == \
         [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
     assert robustness_weight(_cfg(tmp_path, "n", method="macer", lam=2.0), 0, 0, 4) == 2.0
+    used, real_loss = [], training.macer_loss
+
+    def recording_loss(*args, lam, **kw):
+        used.append(lam)
+        return real_loss(*args, lam=lam, **kw)
+    monkeypatch.setattr(training, "macer_loss", recording_loss)
     train(_cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2, epochs=2, max_steps_per_epoch=4))
-    lams = [e["lam"] for e in read_progress(tmp_path / "w.progress.jsonl") if e["event"] == "step"]
-    assert lams == [0.5, 1.0, 1.5, 2.0]
+    assert used == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    logged = [e["lam"] for e in read_progress(tmp_path / "w.progress.jsonl") if e["event"] == "step"]
+    assert logged == [0.25, 0.75, 1.25, 1.75]  # λ of the step that closes each log window
+
+
+def test_a_warm_up_longer_than_the_run_is_refused_and_plain_methods_have_none(tmp_path):
+    from csrs_core.options import SettingError
+    with pytest.raises(SettingError, match="--lam-warmup = 3 .* --epochs 2"):
+        _cfg(tmp_path, "x", method="cs-macer", lam_warmup=3, epochs=2)
+    assert _cfg(tmp_path, "g", method="gaussian", lam_warmup=3, epochs=2).lam_warmup == 0
 
 
 def test_a_run_from_before_an_option_existed_resumes_at_its_default(tmp_path):

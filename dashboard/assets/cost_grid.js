@@ -1,7 +1,8 @@
 // The cost-matrix grid: one checkbox per (true class, predicted class) cell, rows the true class.
-// data: {names: [...], matrix: [[0|1]]}. A click sends the whole matrix as the state value "matrix".
+// data: {names: [...], matrix: [[0|1]]}. A click sends the whole matrix as the trigger "matrix": a
+// one-shot event, so the server hears every click, also one that repeats an earlier matrix.
 export default function (component) {
-  const { data, setStateValue, parentElement } = component;
+  const { data, setTriggerValue, parentElement } = component;
   const names = data.names;
   let table = parentElement.querySelector("table");
   if (!table || table.dataset.names !== JSON.stringify(names)) {
@@ -9,7 +10,7 @@ export default function (component) {
     table = build(names);
     parentElement.appendChild(table);
   }
-  table.send = setStateValue;  // the latest renderer's setter
+  table.send = setTriggerValue;  // the latest renderer's sender
   for (const box of table.querySelectorAll("input")) {
     box.checked = data.matrix[box.dataset.j][box.dataset.k] === 1;
   }
