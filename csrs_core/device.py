@@ -1,6 +1,7 @@
 """Device, precision and thread choices shared by sampling and training."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from datetime import timedelta
@@ -45,6 +46,14 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def _leave_process_group() -> None:
+    """Leave the process group before the interpreter shuts down: left to the interpreter's teardown,
+    gloo's threads were sometimes destroyed while joinable and the rank aborted (SIGABRT) after
+    finishing its work."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def distributed_setup(device_name: str | None = "auto") -> tuple[int, int, torch.device]:
     """(world size, rank, device) under torchrun (process group joined: NCCL on GPUs, gloo on CPU),
     or (1, 0, device) in a plain run; each rank of a multi-GPU run gets its LOCAL_RANK GPU."""
@@ -52,6 +61,7 @@ def distributed_setup(device_name: str | None = "auto") -> tuple[int, int, torch
     if world > 1 and not dist.is_initialized():
         # ranks may finish their shares hours apart: a long timeout instead of NCCL's 10 minutes
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=24))
+        atexit.register(_leave_process_group)
     rank = dist.get_rank() if world > 1 else 0
     device = pick_device(device_name)
     if device.type == "cuda" and world > 1:
