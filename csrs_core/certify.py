@@ -30,7 +30,8 @@ def _validate(counts0, counts, labels, cost: CostMatrix):
 
 def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
                         alpha: float = 0.001, mode: str = "sound") -> pd.DataFrame:
-    """One row per example: the standard certificate (pred_std, r1) and the cost-sensitive one.
+    """One row per example: the standard certificate (pred_std, r1, from p_a_lower, the lower
+    confidence bound of the top class's probability) and the cost-sensitive one.
 
     With probability at least 1 - alpha over the sampling (mode 'sound'; 1 - 1.5 alpha for
     'paper', Algorithm 1 as printed), no l2 perturbation of norm < cost_robust_radius makes the
@@ -46,7 +47,8 @@ def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
     c_a = counts0.argmax(axis=1)  # ties: lowest index
     n_a = counts[rows, c_a]
 
-    r1 = sigma * norm_ppf(lower_confidence_bound(n_a, n, alpha))
+    p_a_lower = lower_confidence_bound(n_a, n, alpha)
+    r1 = sigma * norm_ppf(p_a_lower)
     pred_std = np.where(r1 > 0, c_a, -1)
 
     omega = cost.matrix[labels]                      # [N, m] bool
@@ -66,6 +68,7 @@ def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
     return pd.DataFrame({
         "label": labels,
         "c_a": c_a,
+        "p_a_lower": p_a_lower,
         "pred_std": pred_std,
         "r1": r1,
         "sensitive": sensitive,

@@ -344,7 +344,8 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             elapsed = time.time() - t0
             rate = seen * k * world / elapsed
             remaining = (steps - step - 1) + steps * (cfg.epochs - epoch - 1)
-            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, lam=lam, **means, acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
+            log.write("step", epoch=epoch, step=step + 1, steps=steps, lr=lr, lam=lam, **means,
+                      acc=correct.item() / seen, images_per_s=rate, eta_s=remaining * elapsed / (step + 1))
         if _should_stop(stopper, world, device, (step + 1) % cfg.log_every == 0 or step + 1 == steps):
             return None
     elapsed = time.time() - t0

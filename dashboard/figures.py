@@ -51,7 +51,9 @@ def _tooltip(*fields: tuple[str, str]) -> list[dict]:
 def eps_curves(curves: pd.DataFrame, show_overall: bool) -> dict:
     """curves: checkpoint, eps, rob_cs, rob_std, certified_acc. Rob_cs solid, Rob_std dashed,
     the overall certified accuracy dotted (when shown)."""
-    columns = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", **({"certified_acc": "certified acc."} if show_overall else {})}
+    columns = {"rob_cs": "Rob_cs", "rob_std": "Rob_std"}
+    if show_overall:
+        columns["certified_acc"] = "certified acc."
     long = (curves.rename(columns=columns)
             .melt(["checkpoint", "eps"], list(columns.values()), var_name="metric", value_name="share"))
     metrics = list(columns.values())

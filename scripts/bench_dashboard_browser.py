@@ -45,8 +45,8 @@ def serve(checkpoints: Path, port: int) -> subprocess.Popen:
 FIGURES = "[data-testid=stVegaLiteChart]"
 # In the page: stamp the click (capture phase) and watch every figure's element with a
 # MutationObserver (nothing polls the page meanwhile; a figure drawn anew also counts); each change
-# notes the time of the next animation frame, when it is painted. Once nothing has changed for QUIET ms, the click's time is that of the last frame
-# in which any figure changed. A figure whose numbers the click does not change (unticking one of
+# notes the time of the next animation frame, when it is painted. Once nothing has changed for
+# QUIET ms, the click's time is that of the last frame in which any figure changed. A figure whose numbers the click does not change (unticking one of
 # several costly cells of a row can leave Rob_cs as it was) does not change and is not waited for.
 QUIET = 1500
 ARM = """(quiet) => {
@@ -110,7 +110,8 @@ def main():
     try:
         # CIFAR-10: 16 different cells, so each click makes a matrix not seen before (nothing cached);
         # HAM10000's 2 x 2 grid has only two cells to click
-        cells = ([f"{t} → {p}" for t in ("cat", "dog", "bird", "deer") for p in ("airplane", "automobile", "frog", "horse")]
+        cells = ([f"{t} → {p}" for t in ("cat", "dog", "bird", "deer")
+                  for p in ("airplane", "automobile", "frog", "horse")]
                  if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
         results = click_times(f"http://127.0.0.1:{port}/?case={a.case}", a.clicks, cells, a.figures)
     finally:

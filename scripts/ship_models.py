@@ -5,8 +5,8 @@ Usage: python scripts/ship_models.py cifar10|ham10000 WORKDIR   (CSRS_DATA: the 
 Every step is a `csrs` command or a stored certification, so rerunning after an interruption skips
 what is done. Hyperparameters are chosen on the held-out validation split (never trained on), never
 on test. Every MACER and CS-MACER candidate is warm-started from the Cohen model and trained for the
-case's warm_epochs, with λ rising linearly over the first lam_warmup epochs (--lam-warmup). The rules (val certification: n0 = 32,
-n = 200, α = 0.001, at the case's ε):
+case's warm_epochs, with λ rising linearly over the first lam_warmup epochs (--lam-warmup). The rules
+(val certification: n0 = 32, n = 200, α = 0.001, at the case's ε):
   - MACER's λ: the largest val certified accuracy (overall cost) among the candidates whose val
     accuracy is within 3 points of Cohen's and whose balanced accuracy is above 0.55 (not one class);
   - CS-MACER's λ: the largest val Rob_cs (the case's cost matrix) among those within 2 points.
@@ -43,12 +43,14 @@ CASES = {
 }
 
 
+DATA_ROOT = os.environ.get("CSRS_DATA") or str(REPO.parent / "shared" / "data")
+
+
 def train(work: Path, case: dict, name: str, *args, arch=None) -> Path:
     out = work / name
-    data_root = os.environ.get("CSRS_DATA") or str(REPO.parent / "shared" / "data")
     subprocess.run([sys.executable, "-m", "csrs_core", "train", "--dataset", case["dataset"], "--arch",
                     arch or case["arch"], "--sigma", case["sigma"], "--precision", "bf16", "--quiet",
-                    "--data-root", data_root, "--out", str(out), *args], check=True)
+                    "--data-root", DATA_ROOT, "--out", str(out), *args], check=True)
     return out.with_name(out.name + ".pt")  # keeps dotted names whole (lam0.5)
 
 
@@ -73,8 +75,7 @@ def choose(results: dict, candidates, base_acc: float, slack: float, key: str) -
 def main(name: str, work: Path):
     case = CASES[name]
     work.mkdir(parents=True, exist_ok=True)
-    data_root = os.environ.get("CSRS_DATA") or REPO.parent / "shared" / "data"
-    val = load_dataset(case["dataset"], "val", root=data_root)
+    val = load_dataset(case["dataset"], "val", root=DATA_ROOT)
     if case["val_per_class"]:
         val = val.subset(select_examples(val.labels.numpy(), per_class=case["val_per_class"], seed=0))
     results = {}

@@ -129,3 +129,12 @@ def test_monte_carlo_failure_rate_at_most_alpha():
     failures = (t.cost_robust_radius > true_radius).mean()
     assert failures <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
     assert (t.cost_robust_radius > 0).mean() > 0.5          # not vacuous
+
+
+def test_p_a_lower_is_the_clopper_pearson_bound_behind_r1():
+    counts0 = np.array([[90, 10], [5, 95], [50, 50]])
+    counts = np.array([[990, 10], [400, 600], [500, 500]])
+    t = certify_from_counts(counts0, counts, np.array([0, 1, 0]), CostMatrix.overall(2), sigma=0.5, alpha=0.01)
+    n_a = np.array([990, 600, 500])
+    assert np.allclose(t.p_a_lower, beta.ppf(0.01, n_a, 1000 - n_a + 1))   # independent: scipy's beta quantile
+    assert np.allclose(t.r1, 0.5 * norm.ppf(t.p_a_lower))

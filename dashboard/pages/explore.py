@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from csrs_core.bounds import lower_confidence_bound, max_certifiable_radius
+from csrs_core.bounds import max_certifiable_radius
 from csrs_core.certify import smoothed_confusion
 from csrs_core.metrics import eps_curve, per_class, summarize
 from csrs_core.report import to_latex
@@ -134,18 +134,15 @@ cost_dependent_views()
 
 # the views below do not depend on the cost matrix, so a grid click leaves them alone
 left, right = st.columns(2)
+standard = {name: certificate_table(records[name], current_cost(case, classes), alpha, mode)
+            for name in picked}  # their R1, top class and p_A bound do not depend on the matrix
 with left:
     st.subheader("Per-class certified accuracy")
-    per_class_tables = {name: certificate_table(records[name], current_cost(case, classes), alpha, mode)
-                        for name in picked}  # R1 and the top class do not depend on the matrix
-    pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in per_class_tables.items()])
+    pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in standard.items()])
     st.vega_lite_chart(spec=figures.per_class_bars(pc), key="fig_perclass")
 with right:
     st.subheader("Lower confidence bound of p_A")
-    def p_lower(rec):  # LCB(n_A, n, α) of the top class of the selection sample
-        top = rec.counts0.argmax(1)
-        return lower_confidence_bound(rec.counts[np.arange(len(top)), top], rec.meta["n"], alpha)
-    bounds = pd.concat([pd.DataFrame({"checkpoint": name, "p_lower": p_lower(records[name])}) for name in picked])
+    bounds = pd.concat([pd.DataFrame({"checkpoint": n, "p_lower": t.p_a_lower}) for n, t in standard.items()])
     st.vega_lite_chart(spec=figures.lower_bound_ecdf(bounds), key="fig_plower")
 left, _ = st.columns(2)
 with left:

@@ -35,9 +35,9 @@ with st.form("train_form"):
                          key="train::name")
     fields = [("sigma", "σ"), ("epochs", "epochs"), ("batch", "batch"), ("lr", "learning rate"),
               ("schedule", "schedule"), ("weight", "Cohen-R weight w"), ("gauss_num", "k noisy copies"),
-              ("lam", "λ"), ("lam_warmup", "λ warm-up epochs"), ("gamma", "γ (MACER)"), ("gamma1", "γ1 (normal)"), ("gamma2", "γ2 (sensitive)"),
-              ("beta", "β"), ("seed", "seed"), ("image_size", "image size"), ("max_steps_per_epoch",
-              "max steps/epoch"), ("precision", "precision")]
+              ("lam", "λ"), ("lam_warmup", "λ warm-up epochs"), ("gamma", "γ (MACER)"), ("gamma1", "γ1 (normal)"),
+              ("gamma2", "γ2 (sensitive)"), ("beta", "β"), ("seed", "seed"), ("image_size", "image size"),
+              ("max_steps_per_epoch", "max steps/epoch"), ("precision", "precision")]
     columns = st.columns(6)
     for i, (option, label) in enumerate(fields):
         values[option] = option_widget(TRAIN[option], columns[i % 6], label, key=f"train::{option}")
