@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test test-slow bench setup
+.PHONY: run test bench setup
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=..."; exit 1; }
@@ -23,9 +23,6 @@ test: setup
 	@if command -v chromium >/dev/null; then echo "Chromium found: the real-browser tests run."; \
 	 else echo "NOTE: Chromium not installed: the real-browser tests are SKIPPED (apt-get install chromium to run them)."; fi
 	$(PY) -m pytest -q -rs
-
-test-slow: setup
-	$(PY) -m pytest -q -rs -m slow
 
 bench: setup
 	$(PY) scripts/bench_certify.py

@@ -12,19 +12,25 @@ import hashlib
 import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 from csrs_core.atomic import atomic_write_text
 from csrs_core.data import cache_dir
 from csrs_core.device import autocast
+from csrs_core.locks import OutputBusyError, output_lock
 
-BATCHES = {"cpu": (64, 128, 256), "cuda": (1024, 2048, 4096)}
+BATCHES = {"cpu": (64, 128, 256, 512), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
 COMPILE_WORTH_S = 120.0   # compile only when the eager job would take longer than this
 MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
+BUSY_CORES = 0.5          # other processes using this many cores or more make a measurement "under load"
+STABLE = 0.8              # the best candidate's two rounds must agree within this ratio to be cached
+DRIFT = (0.6, 1.4)        # a job's own rate outside this share of the cached rate discards the cache entry
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Plan:
     batch: int
     compiled: bool = False
     rates: dict | None = None
+    expected: float | None = None   # images per second the plan's measurement promises
+    cache_key: str | None = None    # where its measurement is cached, when it came from the cache
 
     def runnable(self, device: torch.device) -> torch.nn.Module:
         """The model to call: compiled on first use when the plan says so."""
@@ -88,21 +96,32 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
-def measure_eager(model, device, image_shape, precisions, batches, rounds: int = 2) -> dict:
-    """{'eager/precision/batch': images per second}, the best of `rounds` interleaved rounds (so a
-    passing load on the machine hits every candidate alike); a precision 3x slower than the best so
-    far at its first batch size is not measured further (bf16 on CPUs without native support)."""
-    rates, slow = {}, set()
+def measure_eager(model, device, image_shape, precisions, batches, rounds: int = 2) -> tuple[dict, bool]:
+    """({'eager/precision/batch': images per second}, stable): the best of `rounds` interleaved rounds
+    (so a passing load hits every candidate alike), and whether the best candidate's rounds agreed
+    within STABLE. A precision 3x slower than the best so far at its first batch size is not
+    measured further (bf16 on CPUs without native support)."""
+    rounds_of, slow = {}, set()
     for _ in range(rounds):
         for p in precisions:
             for i, b in enumerate(batches):
                 if p in slow:
                     break
                 key = f"eager/{p}/{b}"
-                rates[key] = max(rates.get(key, 0.0), forward_rate(model, device, p, b, image_shape, seconds=0.4))
-                if i == 0 and rates[key] * 3 < max(rates.values()):
+                rounds_of.setdefault(key, []).append(forward_rate(model, device, p, b, image_shape, seconds=0.4))
+                if i == 0 and rounds_of[key][-1] * 3 < max(max(r) for r in rounds_of.values()):
                     slow.add(p)
-    return rates
+    rates = {k: max(r) for k, r in rounds_of.items()}
+    best = rounds_of[max(rates, key=rates.get)]
+    return rates, min(best) >= STABLE * max(best)
+
+
+def others_busy(device: torch.device) -> bool:
+    """Whether other processes keep BUSY_CORES or more of this CPU busy (sampled for 0.3 s while
+    this process waits), so that a CPU measurement now would be of a shared machine."""
+    if device.type == "cuda":
+        return False
+    return psutil.cpu_percent(interval=0.3) / 100 * (psutil.cpu_count() or 1) >= BUSY_CORES
 
 
 def _load_table() -> dict:
@@ -110,6 +129,33 @@ def _load_table() -> dict:
         return json.loads(_cache_file().read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def _store(key: str, rates: dict | None) -> None:
+    """Cache `rates` under `key` (None: forget the entry)."""
+    table = _load_table()
+    if table.get(key) == rates:
+        return
+    if rates is None:
+        table.pop(key, None)
+    else:
+        table[key] = rates
+    atomic_write_text(_cache_file(), json.dumps(table, indent=1))
+
+
+def review(plan: Plan, images_per_s: float, progress=None) -> None:
+    """Compare a job's own measured rate with what its cached plan promised: outside DRIFT the cached
+    measurement was made on a machine in another state (busy then, or busy now), so it is forgotten
+    and the next job measures again."""
+    if plan.cache_key is None or not plan.expected:
+        return
+    share = images_per_s / plan.expected
+    if not DRIFT[0] <= share <= DRIFT[1]:
+        _store(plan.cache_key, None)
+        plan.cache_key = None
+        if progress is not None:
+            progress.write("plan", message=f"this job runs at {share:.2f} of the cached measurement; "
+                                           "it is discarded and the next job measures again")
 
 
 def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
@@ -125,33 +171,65 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
     batches = BATCHES[kind] if batch is None else (batch,)
     key = f"{machine_id(device)}|{model_id(model, image_shape)}|{','.join(precisions)}|{batches}"
-    table = _load_table()
-    rates = None if remeasure or os.environ.get("CSRS_REMEASURE") == "1" else table.get(key)
+    remeasure = remeasure or os.environ.get("CSRS_REMEASURE") == "1"
+    rates = None if remeasure else _load_table().get(key)
     if rates is None and samples < MEASURE_WORTH_SAMPLES:
         fallback = "fp32" if precision == "auto" else precision
         return Plan(model, fallback, batches[len(batches) // 2] if batch is None else batch)
+    cacheable = True
     if rates is None:
-        rates = measure_eager(model, device, image_shape, precisions, batches)
+        rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
     eager_seconds = samples / max(v for k, v in rates.items() if k.startswith("eager/"))
     worth_compiling = eager_seconds > COMPILE_WORTH_S
     if worth_compiling and not any(k.startswith("compiled/") for k in rates):
-        for p in dict.fromkeys(k.split("/")[1] for k in sorted(rates, key=rates.get, reverse=True)[:2]):
-            b = int(max((k for k in rates if k.split("/")[1] == p), key=rates.get).split("/")[2])
-            try:
-                rates[f"compiled/{p}/{b}"] = forward_rate(compile_model(model, device), device, p, b, image_shape)
-            except Exception as exc:  # no compiler on this machine: eager it is
-                rates[f"compiled/{p}/{b}"] = 0.0
-                if progress is not None:
-                    progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
-    if table.get(key) != rates:
-        table[key] = rates
-        atomic_write_text(_cache_file(), json.dumps(table, indent=1))
+        rates = {**rates, **_measure_compiled(model, device, image_shape, rates, progress)}
+    if cacheable:
+        _store(key, rates)
     # a compiled measurement from an earlier, larger job counts only when this job repays compiling
     best = max((k for k in rates if worth_compiling or k.startswith("eager/")), key=rates.get)
     runtime, chosen_precision, chosen_batch = best.split("/")
     compiled = runtime == "compiled"
-    plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates)
+    plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates, expected=rates[best],
+                cache_key=key if cacheable else None)
     if progress is not None:
         progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled,
-                       images_per_s=round(rates[best]), measured={k: round(v) for k, v in rates.items()})
+                       images_per_s=round(rates[best]), cached=cacheable,
+                       measured={k: round(v) for k, v in rates.items()})
     return plan
+
+
+def _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress) -> tuple[dict, bool]:
+    """(rates, cacheable): eager rates measured while no other CSRS job on this machine measures (a
+    machine-wide lock; a job that waited takes the measurement just cached by the one before it).
+    A measurement taken while other processes load the CPU, or whose rounds disagree, serves this
+    job only and is not cached."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(output_lock(cache_dir() / "autotune-measure", timeout=0))
+        except OutputBusyError:
+            if progress is not None:
+                progress.write("plan", message="waiting while another CSRS job measures this machine")
+            held.enter_context(output_lock(cache_dir() / "autotune-measure", timeout=3600))
+        if not remeasure and (rates := _load_table().get(key)) is not None:
+            return rates, True
+        busy = others_busy(device)
+        rates, stable = measure_eager(model, device, image_shape, precisions, batches)
+    if (busy or not stable) and progress is not None:
+        progress.write("plan", message="measured " + ("while other processes kept the CPU busy" if busy else
+                                                      "with unsteady timings") + ": used for this job, not cached")
+    return rates, stable and not busy
+
+
+def _measure_compiled(model, device, image_shape, rates: dict, progress) -> dict:
+    """Compiled rates of the two best eager precisions at their best batch; 0 where this machine has
+    no working compiler (a signal is never taken for that: it stops the job)."""
+    compiled = {}
+    for p in dict.fromkeys(k.split("/")[1] for k in sorted(rates, key=rates.get, reverse=True)[:2]):
+        b = int(max((k for k in rates if k.split("/")[1] == p), key=rates.get).split("/")[2])
+        try:
+            compiled[f"compiled/{p}/{b}"] = forward_rate(compile_model(model, device), device, p, b, image_shape)
+        except Exception as exc:  # no compiler on this machine: eager it is
+            compiled[f"compiled/{p}/{b}"] = 0.0
+            if progress is not None:
+                progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
+    return compiled

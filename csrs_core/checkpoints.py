@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from csrs_core import CSRSError, __version__
-from csrs_core.atomic import atomic_path
+from csrs_core.atomic import FileWriteError, atomic_path
 from csrs_core.models import build_model
 
 FORMAT = "csrs-checkpoint-v1"
@@ -39,7 +39,10 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict, train_state: dict 
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a failed write (a full disk) as a RuntimeError
+            raise FileWriteError(path, str(exc).splitlines()[0]) from exc
 
 
 def safe_load(path):

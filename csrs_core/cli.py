@@ -1,31 +1,21 @@
 """Command line: csrs certify | train | report | jobs | import | dashboard (also python -m csrs_core).
 
 Exit codes: 0 success; 2 bad input (a setting out of range, a missing or unusable file: the message
-names it); 130 / 143 interrupted by SIGINT / SIGTERM (a rerun resumes); 1 any other failure."""
+names it); 130 / 143 interrupted by SIGINT / SIGTERM (a rerun resumes); 1 a file could not be written
+(a full disk, a read-only folder: the message names it; a rerun resumes) or any other failure."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
-import signal
 import sys
 import time
 
 from csrs_core import CSRSError
 from csrs_core.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
+from csrs_core.signals import Stopped, stop_on_sigterm
 
 EXIT_BAD_INPUT = 2
-
-
-class _Signalled(Exception):
-    def __init__(self, signum):
-        self.signum = signum
-
-
-def _raise_on_sigterm():
-    """SIGTERM stops a certification like Ctrl-C: partial counts stay, exit code 143."""
-    def handler(signum, frame):
-        raise _Signalled(signum)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _progress(a, path):
@@ -34,18 +24,24 @@ def _progress(a, path):
 
 
 def cmd_certify(a):
-    from csrs_core.certify import certify_from_counts
+    from csrs_core.certify import certified_cost, certify_from_counts
     from csrs_core.cost import parse_cost
     from csrs_core.data import load_dataset, select_examples
     from csrs_core.device import set_threads
-    from csrs_core.metrics import summarize
+    from csrs_core.metrics import expected_cost, summarize
     from csrs_core.runner import certify_counts
 
     t0 = time.time()
     s = check_settings(CERTIFY, vars(a))
     set_threads(s["threads"])
-    _raise_on_sigterm()
+    stop_on_sigterm()  # like Ctrl-C: partial counts stay, exit code 143
     data = load_dataset(s["dataset"], s["split"], root=s["data_root"], image_size=s["image_size"])
+    if s["num_examples"] and s["num_examples"] > len(data):
+        print(f"note: --num-examples {s['num_examples']} is more than the {len(data)} examples of {s['dataset']}; "
+              f"certifying all {len(data)}", file=sys.stderr)
+    if s["per_class"] and s["per_class"] > (smallest := int(data.labels.bincount().min())):
+        print(f"note: --per-class {s['per_class']} is more than the smallest class has ({smallest}); "
+              "such classes are certified whole", file=sys.stderr)
     data = data.subset(select_examples(data.labels.numpy(), s["num_examples"], s["per_class"], s["sample_seed"]))
     cost = parse_cost(s["cost"], data.num_classes, data.classes)
     if s["save_sample"]:
@@ -58,6 +54,12 @@ def cmd_certify(a):
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
                                 sigma=record.meta["sigma"], alpha=s["alpha"], mode=s["mode"])
     summary = summarize(table, s["eps"])
+    costs = certified_cost(record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"],
+                           alpha=s["alpha"], eps=s["eps"], mode=s["mode"])
+    if s["out"]:  # written before anything is printed, so a closed pipe cannot lose it
+        from csrs_core.atomic import atomic_write_text
+        table = table.assign(index=record.indices, certified_cost=costs)
+        atomic_write_text(s["out"], table[["index", *table.columns[:-2], "certified_cost"]].to_csv(index=False))
     source = "reused cached counts" if record.from_cache else "sampled"
     if record.reused:
         source += f" ({record.reused} examples reused from an overlapping record)"
@@ -66,10 +68,9 @@ def cmd_certify(a):
     print(f"cost {cost.describe()}, mode {s['mode']}, alpha {s['alpha']}, eps {s['eps']}")
     print(f"Acc {summary['acc']:.3f}  Rob_cs {summary['rob_cs']:.3f}  Rob_std {summary['rob_std']:.3f}  "
           f"Rob_non {summary['rob_non']:.3f}  ({summary['n_sensitive']} sensitive of {summary['n']})")
-    if s["out"]:
-        from csrs_core.atomic import atomic_write_text
-        table.insert(0, "index", record.indices)
-        atomic_write_text(s["out"], table.to_csv(index=False))
+    if not cost.is_binary:
+        print(f"certified expected cost at eps {s['eps']}: {expected_cost(costs):.4f} (mean over all examples of the "
+              "worst cost any perturbation within eps can cause, certified)")
     return 0
 
 
@@ -84,11 +85,14 @@ def cmd_train(a):
 def cmd_report(a):
     import pandas as pd
 
-    from csrs_core.report import COLUMNS, STAT_COLUMNS, report_table, to_latex
+    from csrs_core.report import COLUMNS, COST_COLUMNS, STAT_COLUMNS, report_table, to_latex
     s = check_settings(REPORT, vars(a))
-    report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"])
+    report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
+                          cost_threshold=s["cost_threshold"])
+    under_table = [] if s["format"] in ("csv", "latex") else report.differences  # beside the numbers they affect
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        if note not in under_table:
+            print(f"note: {note}", file=sys.stderr)
     df = report.table
     if df.empty:
         raise CSRSError(f"no checkpoint with a valid certification record under {s['checkpoints']}")
@@ -98,17 +102,19 @@ def cmd_report(a):
     def p_value(v):
         return "" if pd.isna(v) else f"{v:.4g}"
 
+    p_columns = [c for c in ("p_acc", "p_rob_cs", "p_expected_cost") if c in df]
     if s["format"] == "csv":
-        out = df[COLUMNS + STAT_COLUMNS].copy()
-        out["p_acc"], out["p_rob_cs"] = out["p_acc"].map(p_value), out["p_rob_cs"].map(p_value)
+        out = df[COLUMNS + STAT_COLUMNS + [c for c in COST_COLUMNS if c in df]].copy()
+        for c in p_columns:
+            out[c] = out[c].map(p_value)
         print(out.to_csv(index=False, float_format="%.4f"), end="")
     elif s["format"] == "latex":
         print(to_latex(df, f"Cost {s['cost']}, eps = {s['eps']}, mode {s['mode']}, alpha {s['alpha']}"))
     else:
         shown = df.copy()
-        for c in ("d_acc", "d_rob_cs"):   # signed differences; "-": not compared
+        for c in (c for c in ("d_acc", "d_rob_cs", "d_expected_cost") if c in df):  # "-": not compared
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:+.3f}")
-        for c in ("p_acc", "p_rob_cs"):   # small p-values in full; "-": the baseline or not compared
+        for c in p_columns:   # small p-values in full; "-": the baseline or not compared
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:.2g}")
         if s["format"] == "markdown":
             shown = shown.drop(columns=["record"]).map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -117,6 +123,8 @@ def cmd_report(a):
                 print("| " + " | ".join(row) + " |")
         else:
             print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for line in under_table:
+            print(f"note: {line}")
     return 0
 
 
@@ -149,7 +157,7 @@ def cmd_import(a):
 
 
 def cmd_dashboard(a):
-    from csrs_core.dashboard_launch import launch
+    from csrs_core.dashboard.launch import launch
     return launch(a.checkpoints, a.data, a.address, a.port)
 
 
@@ -213,9 +221,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted (SIGINT); rerun the same command to resume", file=sys.stderr)
         return 130
-    except _Signalled as exc:
-        print(f"interrupted ({signal.Signals(exc.signum).name}); rerun the same command to resume", file=sys.stderr)
-        return 128 + exc.signum
+    except Stopped as exc:
+        print(f"interrupted ({exc}); rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # the reader of our output went away (`| head`): files are already written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # a lock or progress file that could not be made, a disk that filled up
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}; free some disk space or make the folder "
+              "writable, then run the same command again (finished work is kept)", file=sys.stderr)
+        return 1
 
 
 def main_exit() -> None:

@@ -100,6 +100,10 @@ def cache_dir() -> Path:
 
 
 def _to_uint8(img: Image.Image, size) -> np.ndarray:
+    """RGB uint8 [3, H, W]; a floating-point image holding NaN or infinity is refused (converting it
+    would turn those pixels black without a word)."""
+    if img.mode == "F" and not np.isfinite(np.asarray(img)).all():
+        raise ValueError("it holds NaN or infinite pixel values")
     img = img.convert("RGB")
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
@@ -145,7 +149,7 @@ class _Source:
             img = Image.open(io.BytesIO(self.read(name)))
             return _to_uint8(img, size)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DatasetError(f"{name} in {self.path} is not a readable image ({exc.__class__.__name__}): "
+            raise DatasetError(f"{name} in {self.path} is not a readable image ({exc.__class__.__name__}: {exc}): "
                                "remove it or replace it") from None
 
 
@@ -410,7 +414,14 @@ def load_dataset(spec: str, split: str = "test", root=None, image_size: int | No
     """The split of a named data set, decoded into memory (decoded arrays are cached on disk).
     'train' never contains the 'val' examples."""
     if spec.startswith("sample:"):
-        return _load_sample(Path(spec[7:]).expanduser())
+        sample = _load_sample(Path(spec[7:]).expanduser())
+        if split != sample.split:
+            raise DatasetError(f"{spec} holds {sample.split} examples of {sample.name}, not the {split} split: "
+                               f"use --split {sample.split}, or load {sample.name} itself for its {split} split")
+        if image_size is not None and tuple(sample.images.shape[-2:]) != (image_size, image_size):
+            raise DatasetError(f"{spec} holds {sample.images.shape[-1]}×{sample.images.shape[-2]} images: "
+                               "--image-size cannot resize a saved sample; leave it out")
+        return sample
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     entry, arg = dataset_spec(spec)

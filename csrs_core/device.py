@@ -55,15 +55,22 @@ def _leave_process_group() -> None:
 
 
 def distributed_setup(device_name: str | None = "auto") -> tuple[int, int, torch.device]:
-    """(world size, rank, device) under torchrun (process group joined: NCCL on GPUs, gloo on CPU),
-    or (1, 0, device) in a plain run; each rank of a multi-GPU run gets its LOCAL_RANK GPU."""
+    """(world size, rank, device) under torchrun (process group joined: NCCL on GPUs, gloo on the
+    CPU), or (1, 0, device) in a plain run. On GPUs each rank binds its LOCAL_RANK GPU before the
+    process group exists, so NCCL's collectives run there (not all on cuda:0); a rank without a GPU
+    of its own is refused with a message."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        # ranks may finish their shares hours apart: a long timeout instead of NCCL's 10 minutes
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=24))
-        atexit.register(_leave_process_group)
-    rank = dist.get_rank() if world > 1 else 0
     device = pick_device(device_name)
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise CSRSError(f"rank {local} of this machine has no GPU of its own ({torch.cuda.device_count()} "
+                            "GPU(s)): start at most one process per GPU (--nproc-per-node), or pass --device cpu")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        # ranks may finish their shares hours apart: a long timeout instead of NCCL's 10 minutes
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=24))
+        atexit.register(_leave_process_group)
+    rank = dist.get_rank() if world > 1 else 0
     return world, rank, device

@@ -25,6 +25,7 @@ Files are read with torch.load(weights_only=True) only; nothing is loaded partia
 refusal is a CheckpointError naming what does not fit, and no output file is written then."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Sequence
@@ -72,8 +73,12 @@ def import_checkpoint(src, out, arch: str | None, dataset: str, sigma: float, fm
                               f"without its files; choose one of {', '.join(DATASET_CLASSES)}")
     classes = list(DATASET_CLASSES[dataset])
     sigma = TRAIN["sigma"].check(sigma, "--sigma")
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise CheckpointError(f"the output {out} is the source file; choose another path")
+    if out.suffix != ".pt":
+        raise CheckpointError(f"--out {out} must end in .pt (the checkpoint listings show only .pt files)")
+    if out.exists():
+        what = "the source file" if src.exists() and out.resolve() == src.resolve() else "an existing file"
+        raise CheckpointError(f"--out {out} is {what}; importing over it would make its certifications stale: "
+                              "choose a new path, or delete it first")
 
     payload = safe_load(src)
     fmt = detect_format(payload, src) if fmt == "auto" else fmt
@@ -360,8 +365,8 @@ def _normalisation(fmt, dataset, has_norm_layer, file_norm, mean, std, src):
         raise CheckpointError("give both mean and std, or neither")
     if mean is not None:
         mean, std = tuple(float(x) for x in mean), tuple(float(x) for x in std)
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise CheckpointError(f"mean and std need 3 values each, std positive; got {mean}, {std}")
+        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(x) for x in mean + std) or min(std) <= 0:
+            raise CheckpointError(f"--mean / --std need 3 finite values each, std positive; got {mean}, {std}")
         return mean, std
     if file_norm is not None:
         return file_norm

@@ -30,14 +30,15 @@ import uuid
 from pathlib import Path
 
 import psutil
-from filelock import FileLock, Timeout
 
 from csrs_core import CSRSError
 from csrs_core.atomic import atomic_write_text
+from csrs_core.locks import OutputBusyError, output_lock
 from csrs_core.progress import read_progress
 
 ACTIVE = ("queued", "running", "orphaned")  # still writing (or about to write) their output; cancellable
 FINISHED = ("done", "failed", "cancelled", "interrupted")
+CANCEL_GRACE_S = 60.0  # after a cancel's SIGTERM, the runner SIGKILLs a command still running this much later
 INTERRUPT_CODES = (130, 143)  # the CLI's exit codes when stopped by SIGINT / SIGTERM (128 + signal)
 CREATE_TIME_TOLERANCE = 0.01  # seconds; psutil's create_time has clock-tick (1/100 s) resolution
 STARTING_GRACE_S = 10.0  # a job.json without a runner yet is "queued" this long after its creation
@@ -309,18 +310,14 @@ def start_job(root, kind: str, args: list[str], out: str) -> str:
     out_key = _out_key(out)
     base = jobs_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(base / ".lock"), timeout=30)
     try:
-        lock.acquire()
-    except Timeout:
-        raise JobError(f"another job is being started under {base} (lock {base / '.lock'}); try again") from None
-    try:
-        for job in _active_jobs(root):
-            if (job.get("out_key") or _out_key(job["out"])) == out_key:
-                raise JobError(f"job {job['id']} is already writing {out}; wait for it or cancel it")
-        return _create_and_launch(base, kind, args, out, out_key)
-    finally:
-        lock.release()
+        with output_lock(base / "start", timeout=30):
+            for job in _active_jobs(root):
+                if (job.get("out_key") or _out_key(job["out"])) == out_key:
+                    raise JobError(f"job {job['id']} is already writing {out}; wait for it or cancel it")
+            return _create_and_launch(base, kind, args, out, out_key)
+    except OutputBusyError:
+        raise JobError(f"another job is being started under {base}; try again") from None
 
 
 def _active_jobs(root) -> list[dict]:
@@ -360,7 +357,8 @@ def cancel(root, job_id: str) -> None:
     certification stops at once (its partial counts stay and a rerun resumes).
 
     Signals (SIGTERM) only the job's own processes, verified by pid and start time: the runner, which
-    forwards it to the command, or, when the runner died, the orphaned command itself. A finished job is
+    forwards it to the command and kills the command if it still runs CANCEL_GRACE_S later, or, when
+    the runner died, the orphaned command itself. A finished job is
     left alone; a broken one raises JobError."""
     folder = jobs_dir(root) / str(job_id)
     if not folder.is_dir():
@@ -404,10 +402,11 @@ def _run(folder: Path) -> int:
     """Runner: start the command, record its identity (child.json), forward SIGTERM to it, record its
     return code (exit_code) atomically. A cancel that arrives before the command starts prevents it."""
     folder = Path(folder)
-    box: dict = {"cancel": False, "child": None}
+    box: dict = {"cancel": False, "child": None, "cancelled_at": None}
 
     def on_term(signum, frame):
         box["cancel"] = True
+        box["cancelled_at"] = box["cancelled_at"] or time.monotonic()
         child = box["child"]
         if child is not None and child.returncode is None:
             child.send_signal(signal.SIGTERM)  # our unreaped child: its pid is still its own
@@ -430,8 +429,14 @@ def _run(folder: Path) -> int:
         atomic_write_text(folder / "child.json", json.dumps(ident))
     (folder / "started").touch()
     if box["cancel"] or (folder / "cancelled").exists():  # a cancel that raced with the start
+        box["cancelled_at"] = box["cancelled_at"] or time.monotonic()
         child.send_signal(signal.SIGTERM)
-    code = child.wait()
+    while (code := child.poll()) is None:  # a command that ignores the cancel is killed after the grace period
+        if box["cancelled_at"] is not None and time.monotonic() - box["cancelled_at"] > CANCEL_GRACE_S:
+            print(f"job: the command did not stop within {CANCEL_GRACE_S} s of the cancel; killing it",
+                  file=sys.stderr, flush=True)
+            child.kill()
+        time.sleep(0.2)
     atomic_write_text(folder / "exit_code", str(code))
     if code < 0:
         print(f"job: the command was killed by {_signal_name(-code)}", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """One writer per output: an OS file lock (flock) on `<output>.lock` held while a run writes the output.
 
 The kernel drops the lock when its holder exits, however it exits (SIGKILL, crash), so a lock never
-outlives its run and needs no stale-lock cleanup. Usage:
+outlives its run; the file is removed on release, and one left by a killed holder is simply taken
+over by the next. Usage:
 
     with output_lock(target_path):
         ...  # write target_path (and whatever belongs to it)
@@ -9,10 +10,11 @@ outlives its run and needs no stale-lock cleanup. Usage:
 A second holder, in this or another process, gets OutputBusyError at once (after `timeout` seconds)."""
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 from csrs_core import CSRSError
 
@@ -27,23 +29,39 @@ def lock_path(path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def _try_lock(lock_file: Path) -> int | None:
+    """A descriptor holding flock on the file now at `lock_file`, or None when another holder has it.
+    A releasing holder unlinks the file while it still holds it, so a lock taken on a file that is no
+    longer at the path is dropped and None returned (the caller tries again on the new file)."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino == os.stat(lock_file).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
+
+
 @contextmanager
 def output_lock(path, timeout: float = 0.5):
     """Hold the exclusive lock on `path` for the duration of the block.
 
     Promises: while the block runs no other `output_lock(path)` holder exists, in any process on this
     machine (or on a file system whose flock is shared). Waits at most `timeout` seconds (0: one
-    attempt); if the lock is held elsewhere, raises OutputBusyError saying so. The lock is released
-    when the block ends or the process dies."""
+    attempt); if the lock is held elsewhere, raises OutputBusyError saying so. The lock is released,
+    and its file removed, when the block ends; the kernel releases it when the process dies."""
     lock_file = lock_path(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file), timeout=max(float(timeout), 0.0))
-    try:
-        lock.acquire()
-    except Timeout:
-        raise OutputBusyError(f"{path} is being written by another run (lock {lock_file}); "
-                              "wait for it or cancel it") from None
+    deadline = time.monotonic() + max(float(timeout), 0.0)
+    while (fd := _try_lock(lock_file)) is None:
+        if time.monotonic() >= deadline:
+            raise OutputBusyError(f"{path} is being written by another run (lock {lock_file}); "
+                                  "wait for it or cancel it")
+        time.sleep(0.05)
     try:
         yield lock_file
     finally:
-        lock.release()
+        lock_file.unlink(missing_ok=True)  # before the release, so no one locks a file about to vanish
+        os.close(fd)

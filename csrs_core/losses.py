@@ -48,11 +48,26 @@ def _report(parts: dict, as_tensors: bool) -> dict:
     return detached if as_tensors else {k: float(v) for k, v in detached.items()}
 
 
-def _omega(cost, labels: torch.Tensor) -> torch.Tensor:
-    """Omega_y per example as a bool [B, m] tensor; `cost` is a CostMatrix or its bool matrix
-    already on the device (so training moves it once, not every step)."""
-    matrix = cost if isinstance(cost, torch.Tensor) else torch.as_tensor(cost.matrix, device=labels.device)
-    return matrix[labels]
+def cost_tensor(cost, device=None) -> torch.Tensor:
+    """The cost matrix as the losses take it, to be moved to the device once (training does, not
+    every step): the bool support for a binary matrix (the paper's losses, bit for bit as they
+    always were), the float64 costs for a real-valued one (the cost-weighted variants). A tensor
+    is passed through, moved to `device`."""
+    if isinstance(cost, torch.Tensor):
+        return cost if device is None else cost.to(device)
+    return torch.as_tensor(cost.matrix if cost.is_binary else cost.weights, device=device)
+
+
+def _omega(cost, labels: torch.Tensor):
+    """Omega_y per example as a bool [B, m] tensor, and the costs C[y] as float64 [B, m] (None for
+    a binary matrix). `cost` is a CostMatrix or cost_tensor(cost) already on the device: a bool
+    tensor is the binary support, any other dtype real costs (so a float 0/1 tensor takes the
+    cost-weighted path, equal to the binary losses up to rounding)."""
+    matrix = cost if isinstance(cost, torch.Tensor) else cost_tensor(cost, labels.device)
+    rows = matrix[labels]
+    if rows.dtype == torch.bool:
+        return rows, None
+    return rows > 0, rows.double()
 
 
 def gaussian_loss(logits, labels, as_tensors: bool = False):
@@ -62,10 +77,15 @@ def gaussian_loss(logits, labels, as_tensors: bool = False):
 
 
 def cohen_r_loss(logits, labels, cost, weight: float = 1.2, as_tensors: bool = False):
-    """Cross-entropy with weight `weight` on sensitive examples, 1 elsewhere, divided by B."""
-    sensitive = _omega(cost, labels).any(1)
-    w = torch.where(sensitive, weight, 1.0)
+    """Cross-entropy with weight `weight` on sensitive examples, 1 elsewhere, divided by B; with
+    real costs a sensitive example's weight is `weight` times its row's largest cost."""
+    omega, costs = _omega(cost, labels)
+    sensitive = omega.any(1)
     ce = F.cross_entropy(logits[:, 0].float(), labels, reduction="none")
+    if costs is None:
+        w = torch.where(sensitive, weight, 1.0)
+    else:
+        w = torch.where(sensitive, weight * costs.max(1).values, 1.0).to(ce.dtype)
     loss = (w * ce).sum() / labels.shape[0]
     return loss, _report({"ce": ce.mean(), "weighted_ce": loss}, as_tensors)
 
@@ -83,14 +103,16 @@ def macer_loss(logits, labels, sigma: float, lam: float = 12.0, gamma: float = 8
 
 def cs_macer_loss(logits, labels, cost, sigma: float, lam: float = 3.0,
                   gamma1: float = 4.0, gamma2: float = 16.0, beta: float = 16.0, as_tensors: bool = False):
-    """The paper's Eq. 4 for any binary cost matrix: I1 + lam*sigma/2*(I2 + I3), divided by B.
+    """The paper's Eq. 4 for any cost matrix: I1 + lam*sigma/2*(I2 + I3), divided by B.
 
     I3 (sensitive examples): hinge gamma2 - d_cs on -gamma2 <= d_cs <= gamma2, where
     d_cs = Phi^-1(max safe q) - Phi^-1(max costly q). I2: MACER's hinge with gamma1 over
-    non-sensitive examples and pairwise-like sensitive rows (|Omega_y| < m - 1)."""
+    non-sensitive examples and pairwise-like sensitive rows (|Omega_y| < m - 1). With real costs
+    (design.md section 4) I3 is the worst weighted hinge max_j C[y, j] * max(gamma2 - d_j, 0) over
+    j in Omega_y, d_j = Phi^-1(max safe q) - Phi^-1(q[j]), on the same rows (min_j d_j = d_cs)."""
     B, m = labels.shape[0], logits.shape[-1]
     i1, q = _smoothed(logits, labels, beta)
-    omega = _omega(cost, labels)                                              # [B, m]
+    omega, costs = _omega(cost, labels)                                       # [B, m]
     omega_size = omega.sum(1)
     sensitive = omega_size > 0
 
@@ -100,6 +122,31 @@ def cs_macer_loss(logits, labels, cost, sigma: float, lam: float = 3.0,
 
     safe_top = q.masked_fill(omega, -1.0).max(1).values
     costly_top = q.masked_fill(~omega, -1.0).max(1).values
-    i3 = _hinge_sum(gamma2, safe_top, costly_top, sensitive, -gamma2, gamma2)
+    if costs is None:
+        i3 = _hinge_sum(gamma2, safe_top, costly_top, sensitive, -gamma2, gamma2)
+    else:
+        i3 = _weighted_hinge_sum(gamma2, safe_top, costly_top, q, omega, costs, sensitive)
     loss = ((i1 + lam * sigma / 2 * (i2 + i3)) / B).float()
     return loss, _report({"ce": i1 / B, "i2": i2 / B, "i3": i3 / B}, as_tensors)
+
+
+def _weighted_hinge_sum(gamma2: float, safe_top: torch.Tensor, costly_top: torch.Tensor, q: torch.Tensor,
+                        omega: torch.Tensor, costs: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """Cost-weighted I3: sum over eligible rows with finite -gamma2 <= min_j d_j <= gamma2 of
+    max_{j in Omega} costs[j] * max(gamma2 - d_j, 0), d_j = Phi^-1(safe_top) - Phi^-1(q[j]).
+
+    As in _hinge_sum, rows and classes are selected before Phi^-1 is taken with gradients: a class
+    with q[j] = 0 (d_j = +inf) or d_j > gamma2 has hinge 0 and is left out, unselected entries are
+    replaced by 1/2, so no 0 * inf reaches the gradient."""
+    finite = (safe_top > 0) & (safe_top < 1) & (costly_top > 0) & (costly_top < 1)
+    q_ok = omega & (q > 0) & (q < 1)
+    with torch.no_grad():
+        phi_safe = torch.special.ndtri(torch.where(finite, safe_top, 0.5))
+        d_min = phi_safe - torch.special.ndtri(torch.where(finite, costly_top, 0.5))
+        pick = eligible & finite & (d_min >= -gamma2) & (d_min <= gamma2)
+        d = phi_safe[:, None] - torch.special.ndtri(torch.where(q_ok, q, 0.5))
+        use = pick[:, None] & q_ok & (d <= gamma2)
+    margin = (torch.special.ndtri(torch.where(pick, safe_top, 0.5))[:, None]
+              - torch.special.ndtri(torch.where(use, q, 0.5)))
+    hinge = torch.where(use, costs * (gamma2 - margin), 0.0)
+    return hinge.max(1).values.sum()

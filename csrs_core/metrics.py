@@ -95,3 +95,52 @@ def per_class(table: pd.DataFrame, eps: float, class_names=None) -> pd.DataFrame
             "rob_cs": np.where(n_sens > 0, per(table["cost_robust_radius"].to_numpy() > eps) / n_sens, np.nan),
             "sensitive": n_sens > 0,
         })
+
+
+# Certified worst-case cost (design.md section 3), from certify.certified_cost -------------------
+
+def expected_cost(cost_vector) -> float | np.ndarray:
+    """The certified expected cost, mean_x cost(x, eps) over all examples (lower is better).
+
+    cost_vector: float [N] from certified_cost at one eps (returns a float), or [E, N] for a grid
+    of eps (returns [E]). NaN with no example."""
+    cost = np.asarray(cost_vector, dtype=float)
+    if cost.shape[-1] == 0:
+        return float("nan") if cost.ndim == 1 else np.full(cost.shape[:-1], np.nan)
+    mean = cost.mean(axis=-1)
+    return float(mean) if cost.ndim == 1 else mean
+
+
+def rob_cs_at(cost_vector, sensitive_mask, tau: float = 0.0) -> float | np.ndarray:
+    """Rob_cs(eps, tau): the share of sensitive examples whose certified cost is <= tau (tau = 0:
+    Rob_cs(eps); for a binary C exactly summarize's rob_cs). cost_vector: [N] (returns a float) or
+    [E, N] (returns [E]); sensitive_mask: bool [N]. NaN with no sensitive example."""
+    cost = np.asarray(cost_vector, dtype=float)
+    sensitive = np.asarray(sensitive_mask, dtype=bool)
+    if sensitive.shape != cost.shape[-1:]:
+        raise ValueError(f"sensitive_mask {sensitive.shape} does not match the costs {cost.shape}")
+    total = int(sensitive.sum())
+    if total == 0:
+        return float("nan") if cost.ndim == 1 else np.full(cost.shape[:-1], np.nan)
+    share = ((cost <= tau) & sensitive).sum(axis=-1) / total
+    return float(share) if cost.ndim == 1 else share
+
+
+def cost_curve(costs, eps_grid, sensitive_mask, tau: float = 0.0) -> pd.DataFrame:
+    """Per eps of the grid: the certified expected cost and Rob_cs(eps, tau). costs: [len(eps), N]
+    from certified_cost(..., eps=eps_grid)."""
+    eps = np.asarray(eps_grid, dtype=float).reshape(-1)
+    costs = np.asarray(costs, dtype=float).reshape(len(eps), -1)
+    return pd.DataFrame({"eps": eps, "expected_cost": expected_cost(costs),
+                         "rob_cs_tau": rob_cs_at(costs, sensitive_mask, tau), "tau": float(tau)})
+
+
+def summarize_cost(cost_vector, sensitive_mask, tau: float = 0.0) -> dict:
+    """At one eps: expected_cost (all examples), expected_cost_sensitive (the mean over sensitive
+    examples, the only ones that can cost), rob_cs_tau (Rob_cs(eps, tau)), tau, n, n_sensitive."""
+    cost = np.asarray(cost_vector, dtype=float)
+    sensitive = np.asarray(sensitive_mask, dtype=bool)
+    return {"expected_cost": expected_cost(cost),
+            "expected_cost_sensitive": expected_cost(cost[sensitive]),
+            "rob_cs_tau": rob_cs_at(cost, sensitive, tau), "tau": float(tau),
+            "n": int(cost.size), "n_sensitive": int(sensitive.sum())}

@@ -39,11 +39,13 @@ class Option:
     def allowed(self) -> str:
         if self.choices:
             return "one of " + ", ".join(map(str, self.choices))
+        def number(x):
+            return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 10_000 else f"{x:g}"
         parts = []
         if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '≥'} {self.low:g}")
+            parts.append(f"{'>' if self.low_open else '≥'} {number(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '≤'} {self.high:g}")
+            parts.append(f"{'<' if self.high_open else '≤'} {number(self.high)}")
         kind = "a whole number" if self.type is int else "a finite number" if self.type is float else "text"
         return kind + (" " + " and ".join(parts) if parts else "")
 
@@ -98,6 +100,7 @@ def positive_float(name, default, help_, **kw):
 
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+MAX_SAMPLES = 10_000_000  # noisy copies per example: 100x the largest n in the literature (Cohen et al.: 100,000)
 DEVICE_HELP = "auto (the GPU when one is present, else the CPU), cpu, cuda or cuda:N"
 
 # ------------------------------------------------------------------------------------ certify
@@ -113,9 +116,9 @@ CERTIFY = {o.name: o for o in (
     _opt("sample_seed", int, 0, "seed of the fixed example sample (--num-examples / --per-class)", low=0,
          high=2**32 - 1),
     positive_int("n0", 100, "selection samples per example: noisy copies whose majority vote picks "
-                 "the top class (paper's n0)"),
+                 "the top class (paper's n0)", high=MAX_SAMPLES),
     positive_int("n", 10000, "estimation samples per example: fresh noisy copies that bound the top "
-                 "class's probability (paper's n); larger n allows larger radii"),
+                 "class's probability (paper's n); larger n allows larger radii", high=MAX_SAMPLES),
     _opt("alpha", float, 0.001, "failure probability: each certificate holds with probability ≥ 1 − alpha",
          low=0, high=1, low_open=True, high_open=True),
     positive_int("batch", None, "noisy copies per forward pass (default: chosen for the device and model)"),
@@ -189,6 +192,9 @@ REPORT = {o.name: o for o in (
     CERTIFY["cost"], CERTIFY["eps"], CERTIFY["alpha"], CERTIFY["mode"],
     _opt("format", str, "text", "output format (markdown: the README's tables)",
          choices=("text", "csv", "latex", "markdown")),
+    _opt("cost_threshold", float, None, "τ: also report the certified expected cost at ε and Rob_cs(ε, τ), the "
+         "share of sensitive examples whose certified worst-case cost is ≤ τ, with Wilcoxon signed-rank tests "
+         "of the per-example costs (default: only for a real-valued cost matrix, with τ = 0)", low=0),
     _opt("baseline", str, None, "checkpoint (its name in the table: relative to --checkpoints, without .pt) "
          "that paired tests (exact McNemar on the same examples) compare every other against; default: "
          "the one trained with method gaussian if exactly one is, else the first row"),

@@ -8,17 +8,20 @@ import numpy as np
 import pandas as pd
 
 from csrs_core import CSRSError
-from csrs_core.certify import certify_from_counts
+from csrs_core.certify import certified_cost, certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
+from csrs_core.comparison import choose_together, differing_fields, row_differences
 from csrs_core.cost import parse_cost
-from csrs_core.metrics import summarize
+from csrs_core.metrics import expected_cost, rob_cs_at, summarize
 from csrs_core.options import REPORT, SettingError, check_settings
-from csrs_core.stats import paired_comparison
-from csrs_core.store import choose_records, list_records, load_record, recertify_command
+from csrs_core.stats import paired_comparison, paired_cost_comparison
+from csrs_core.store import list_records, load_record, recertify_command
 
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
 STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
 TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"]
+COST_COLUMNS = ["expected_cost", "rob_cs_tau", "d_expected_cost", "p_expected_cost"]  # real-valued costs, or τ given
+DIFFERS = "differs"  # last column, added only when the records compared differ in some setting
 
 
 @dataclass
@@ -27,11 +30,18 @@ class Report:
 
     header: what the numbers mean (cost, eps, the certificates' confidence in this mode, and the
     paired tests' baseline), for a reader to print above the table; baseline: the reference
-    checkpoint of d_*/p_* (None for an empty table)."""
+    checkpoint of d_*/p_* (None for an empty table).
+
+    differences: one line per setting in which the records compared differ (the examples, σ, n0,
+    n, seed, precision, scheme), each naming every checkpoint's value ("a: n = 400, b: n = 40"),
+    to print with the table: right under it on stdout for text and markdown, on stderr for CSV
+    and LaTeX (so that machine output stays parseable). They are also among the notes, and the
+    table then has a column `differs` giving each row's values of those settings."""
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     header: str = ""
     baseline: str | None = None
+    differences: list[str] = field(default_factory=list)
 
 
 def confidence_line(alpha: float, mode: str) -> str:
@@ -42,10 +52,7 @@ def confidence_line(alpha: float, mode: str) -> str:
     return f"certificates hold with probability ≥ 1 − α = {1 - alpha:g} each ({mode} mode)"
 
 
-def select_for_comparison(checkpoints) -> tuple[dict, list[str], dict]:
-    """{checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record (choose_records's
-    rule); notes on unreadable checkpoints, corrupt and stale records, differing data and
-    differing settings; and every readable checkpoint's listing of records."""
+def _select(checkpoints, name) -> tuple[dict, list[str], dict, list[str]]:
     notes, listings = [], {}
     for ckpt in checkpoints:
         try:
@@ -61,18 +68,20 @@ def select_for_comparison(checkpoints) -> tuple[dict, list[str], dict]:
                 notes.append(f"{ckpt}: record {info.path.name} ({info.describe()}) was made from other "
                              f"checkpoint content (the file changed since); not shown. Re-certify with: "
                              f"{recertify_command(ckpt, info.meta)}")
-    chosen = choose_records(listings)
-    for ckpt, (info, same) in chosen.items():
-        if info is not None and not same:
-            notes.append(f"{ckpt}: certified on other examples than the rest ({info.describe()}): "
-                         "its numbers are not directly comparable")
+    chosen, differences = choose_together(listings, name)
     shown = {c: v for c, v in chosen.items() if v[0] is not None}
-    for setting in ("sigma", "n0", "seed", "precision"):
-        values = {info.meta[setting] for info, _ in shown.values()}
-        if len(values) > 1:
-            notes.append(f"the records compared differ in {setting} ({', '.join(map(str, sorted(values, key=str)))}): "
-                         "the smoothed classifiers are not the same kind of object")
-    return shown, notes, listings
+    return shown, notes, listings, differences
+
+
+def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict]:
+    """{checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record, chosen together
+    by the one comparison policy (csrs_core.comparison.choose_together: the examples, n0, n, seed,
+    precision and scheme shared by the most checkpoints); notes on unreadable checkpoints, corrupt
+    and stale records, then one line per setting in which the records chosen still differ (each
+    checkpoint named by `name(checkpoint)`, default its file name without .pt); and every readable
+    checkpoint's listing of records."""
+    shown, notes, listings, differences = _select(checkpoints, name)
+    return shown, notes + differences, listings
 
 
 def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
@@ -89,7 +98,7 @@ def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
 
 
 def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode: str = "sound",
-                 baseline: str | None = None) -> Report:
+                 baseline: str | None = None, cost_threshold: float | None = None) -> Report:
     """Metrics per checkpoint under `folder` from its chosen record (see select_for_comparison), and
     paired tests of every checkpoint against `baseline`.
 
@@ -98,11 +107,28 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     record has the baseline's data identity (the same examples), d_acc and d_rob_cs are its Acc and
     Rob_cs(eps) minus the baseline's, and p_acc, p_rob_cs the exact two-sided McNemar p-values
     (csrs_core.stats); the baseline's own row has d = 0 and p = NaN. Other checkpoints get NaN and a
-    note. The p-values are not adjusted for multiple comparisons."""
-    check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline})
+    note. The p-values are not adjusted for multiple comparisons.
+
+    Records on the same examples but with other settings (n0, n, seed, precision, scheme, σ) are
+    still paired and tested, as the pairing is valid; a note then names the settings in which the
+    row's record differs from the baseline's, since the test is of model and settings together.
+    Every setting in which the records shown differ is named in Report.differences (and in the
+    table's `differs` column).
+
+    For a real-valued cost matrix, or when `cost_threshold` τ is given (default 0), the table also has
+    expected_cost (the certified expected cost at eps, design.md section 3), rob_cs_tau (Rob_cs(eps, τ))
+    and, against the baseline, d_expected_cost with the p-value p_expected_cost of a two-sided
+    Wilcoxon signed-rank test of the paired per-example certified costs (zero differences dropped)."""
+    check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline,
+                            "cost_threshold": cost_threshold})
     folder = Path(folder)
-    chosen, notes, _ = select_for_comparison(list_checkpoints(folder))
-    rows, tables, infos = [], {}, {}
+
+    def name_of(ckpt) -> str:
+        return str(Path(ckpt).relative_to(folder).with_suffix(""))
+
+    chosen, notes, _, differences = _select(list_checkpoints(folder), name_of)
+    notes += differences
+    rows, tables, infos, costs = [], {}, {}, {}
     for ckpt, (info, _) in chosen.items():
         record = load_record(info.path)
         classes = record.meta["classes"]
@@ -110,21 +136,33 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
                                     sigma=record.meta["sigma"], alpha=alpha, mode=mode)
         s = summarize(table, eps)
-        name = str(Path(ckpt).relative_to(folder).with_suffix(""))
+        name = name_of(ckpt)
         tables[name], infos[name] = table, info
-        rows.append({"checkpoint": name, "method": record.meta["method"], **{k: s[k] for k in COLUMNS[2:]},
-                     "balanced_acc": s["balanced_acc"], "n": s["n"], "n_sensitive": s["n_sensitive"],
-                     "record": info.path.name})
-    df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    for c in STAT_COLUMNS:
+        row = {"checkpoint": name, "method": record.meta["method"], **{k: s[k] for k in COLUMNS[2:]},
+               "balanced_acc": s["balanced_acc"], "n": s["n"], "n_sensitive": s["n_sensitive"],
+               "record": info.path.name}
+        with_costs = cost_threshold is not None or not cost.is_binary
+        if with_costs:
+            costs[name] = certified_cost(record.counts0, record.counts, record.labels, cost,
+                                         sigma=record.meta["sigma"], alpha=alpha, eps=eps, mode=mode)
+            row.update(expected_cost=expected_cost(costs[name]),
+                       rob_cs_tau=rob_cs_at(costs[name], table["sensitive"].to_numpy(), cost_threshold or 0.0))
+        rows.append(row)
+    columns = TABLE_COLUMNS + (COST_COLUMNS if costs else [])
+    df = pd.DataFrame(rows, columns=columns)
+    for c in STAT_COLUMNS + (COST_COLUMNS if costs else []):
         df[c] = df[c].astype(float)
+    if differences:  # each row's values of the differing settings, on its line (last, so columns keep their places)
+        df[DIFFERS] = df["checkpoint"].map(row_differences(infos))
     header = f"cost {cost_spec}, ε = {eps:g}: {confidence_line(alpha, mode)}"
     if df.empty:
-        return Report(df, notes, header, None)
+        return Report(df, notes, header, None, differences)
     ref = _pick_baseline(df, folder, baseline)
     for i, name in enumerate(df["checkpoint"]):
         if name == ref:
             df.loc[i, ["d_acc", "d_rob_cs"]] = [0.0, 0.0 if df.loc[i, "n_sensitive"] else np.nan]
+            if costs:
+                df.loc[i, "d_expected_cost"] = 0.0
             continue
         if infos[name].data_id != infos[ref].data_id:
             notes.append(f"{name}: not compared with baseline {ref}: certified on other examples "
@@ -137,10 +175,22 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
             continue
         df.loc[i, ["d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]] = [cmp["d_acc"], cmp["p_acc"],
                                                                  cmp["d_rob_cs"], cmp["p_rob_cs"]]
+        if costs:
+            paired = paired_cost_comparison(costs[ref], costs[name])
+            df.loc[i, ["d_expected_cost", "p_expected_cost"]] = [paired["d_expected_cost"], paired["p_expected_cost"]]
+        budget = [f for f in differing_fields({ref: infos[ref], name: infos[name]}) if f != "examples"]
+        if budget:
+            pair = row_differences({ref: infos[ref], name: infos[name]})
+            notes.append(f"{name}: d_*/p_* against baseline {ref} are paired on the same examples, but the records "
+                         f"differ ({ref}: {pair[ref]}; {name}: {pair[name]}): they test model and settings together")
     header += (f"\npaired tests vs baseline {ref} on the same examples: d_acc, d_rob_cs = row − baseline; "
                f"p_acc, p_rob_cs = exact two-sided McNemar p-values (Acc over all examples, Rob_cs(ε) over "
                f"the sensitive ones), not adjusted for multiple comparisons")
-    return Report(df, notes, header, ref)
+    if costs:
+        header += (f"\nexpected_cost = mean certified worst-case cost at ε (lower is better); rob_cs_tau = share of "
+                   f"sensitive examples whose certified cost is ≤ τ = {cost_threshold or 0:g}; p_expected_cost = "
+                   f"two-sided Wilcoxon signed-rank test of the per-example costs (zero differences dropped)")
+    return Report(df, notes, header, ref, differences)
 
 
 def to_latex(df: pd.DataFrame, caption: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import torch.distributed as dist
 
 from csrs_core import CSRSError
-from csrs_core.autotune import PRECISIONS, choose_plan
+from csrs_core.autotune import PRECISIONS, choose_plan, machine_id, review
 from csrs_core.checkpoints import CheckpointError, file_digest, load_model
 from csrs_core.data import ImageSet
 from csrs_core.device import distributed_setup
@@ -124,7 +124,8 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     labels = data.labels.numpy()
     meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],
             "classes": data.classes, "num_examples": N, "device": str(dev), "batch": plan.batch,
-            "runtime": "compiled" if plan.compiled else "eager"}
+            "runtime": "compiled" if plan.compiled else "eager", "machine": machine_id(dev),
+            "planned_images_per_s": None if plan.expected is None else round(plan.expected)}
     if command:
         meta["command"] = command
     shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
@@ -135,14 +136,18 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
         mine = [p for p in range(N) if p % world == rank and not done[p]]
         total = len(mine) * (s["n0"] + s["n"])
         progress.write("start", examples=len(mine), total=total, device=str(dev), precision=plan.precision,
-                       batch=plan.batch, resumed=resumed, reused=reused)
+                       batch=plan.batch, resumed=resumed, reused=reused,
+                       expected_s=None if plan.expected is None else round(total / plan.expected))
         write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
         tracker = _Rate(progress, total)
         chunk = max(CHUNK, -(-16 * plan.batch // (s["n0"] + s["n"])))  # at least 16 full passes per call
         for start in range(0, len(mine), chunk):
             part = mine[start:start + chunk]
+            t0 = time.perf_counter()
             c0, c = sample_counts(plan.runnable(dev), data.images, data.indices, m, sigma, s["n0"], s["n"], plan.batch,
                                   s["seed"], dev, plan.precision, positions=part, on_batch=tracker)
+            if start == chunk:  # the job's own second chunk (the first may include compiling) is a measurement too
+                review(plan, len(part) * (s["n0"] + s["n"]) / (time.perf_counter() - t0), progress)
             counts0[part], counts[part], done[part] = c0[part], c[part], True
             write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
     shards = [shard]
@@ -160,6 +165,8 @@ def certify_counts(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, 
     if not done.all():
         raise RuntimeError(f"{int((~done).sum())} examples were not sampled")  # a bug, never expected
     meta["created"] = time.time()
+    if tracker.done:
+        meta["images_per_s"] = round(tracker.rate())  # this job's own sampling rate, start-up excluded
     with output_lock(final):
         write_record(final, counts0, counts, labels, data.indices, meta)
     for path in shards:
@@ -175,11 +182,15 @@ class _Rate:
         self.progress, self.total, self.done = progress, total, 0
         self.t0, self.last = time.time(), 0.0
 
+    def rate(self) -> float:
+        """Samples per second so far."""
+        return self.done / max(time.time() - self.t0, 1e-9)
+
     def __call__(self, k: int) -> None:
         self.done += k
         now = time.time()
         if now - self.last > 1.0 or self.done >= self.total:
             self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
+            rate = self.rate()
             self.progress.write("progress", done=self.done, total=self.total, samples_per_s=rate,
                                 eta_s=(self.total - self.done) / max(rate, 1e-9))

@@ -31,7 +31,8 @@ def sample_counts(model: torch.nn.Module, images: torch.Tensor, indices, num_cla
                   precision: str = "fp32", positions=None,
                   on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """counts0 [N, m] (n0 noisy copies each) and counts [N, m] (n fresh copies each) for the
-    examples at `positions` (default all; other rows stay zero). on_batch(samples) after each pass.
+    examples at `positions` (default all; other rows stay zero) of `images`: uint8 0..255, or floating
+    point in [0, 1]. on_batch(samples) after each pass.
 
     The images go to the device once; noise is drawn in fp32 straight into one reused batch
     buffer; every pass has exactly `batch` rows (the last is padded with rows counted nowhere),
@@ -57,7 +58,7 @@ def sample_counts(model: torch.nn.Module, images: torch.Tensor, indices, num_cla
 
     for local, p in enumerate(positions):
         gen = torch.Generator(device).manual_seed(example_seed(seed, indices[p]))
-        x = pixels[local].float().div_(255.0)
+        x = pixels[local].float().div_(255.0) if pixels.dtype == torch.uint8 else pixels[local].float()
         for row, total in ((2 * p, n0), (2 * p + 1, n)):
             for start in range(0, total, NOISE_BLOCK):
                 size = min(NOISE_BLOCK, total - start)

@@ -12,7 +12,11 @@ Outcomes compared (design.md section 3), each from a certify_from_counts table:
   tables, as both use the same labels and cost matrix).
 
 Both tables must come from the same alpha and mode, as the certificates and so the outcomes depend
-on them. The p-values are per comparison: when many checkpoints are compared with one baseline,
+on them. Per-example certified costs (certify.certified_cost, real-valued or binary C) are paired
+numbers, not proportions: their means are compared by a paired sign-flip permutation test
+(sign_flip_test).
+
+The p-values are per comparison: when many checkpoints are compared with one baseline,
 adjust them for multiple comparisons (e.g. Holm) before claiming any single one.
 """
 from __future__ import annotations
@@ -104,3 +108,66 @@ def paired_comparison(table_a: pd.DataFrame, table_b: pd.DataFrame, eps: float) 
         "p_rob_cs": rob.p_value, "rob_cs_n01": rob.n01, "rob_cs_n10": rob.n10,
         "balanced_acc_a": bal_a, "balanced_acc_b": bal_b, "d_balanced_acc": bal_b - bal_a,
     }
+
+
+class PairedMeanTest(NamedTuple):
+    """diff = mean(b) − mean(a) (the difference of certified expected costs); p_value two-sided;
+    n = pairs; n_nonzero = pairs whose costs differ; exact: whether every sign pattern was counted."""
+    diff: float
+    p_value: float
+    n: int
+    n_nonzero: int
+    exact: bool
+
+
+EXACT_UP_TO = 16          # nonzero differences up to which all 2^k sign patterns are enumerated
+SIGN_FLIP_ROUNDS = 20_000  # random sign patterns otherwise (p-values resolve to about 5e-5)
+
+
+def sign_flip_test(a, b, rounds: int = SIGN_FLIP_ROUNDS, seed: int = 0) -> PairedMeanTest:
+    """Paired permutation test of H0 "within each pair, which cost is a's and which is b's is
+    exchangeable" against a difference of MEANS (the certified expected cost is a mean), two-sided:
+    the observed |Σ (b − a)| against the same sum with each difference's sign flipped at random.
+
+    A rank test (Wilcoxon) would test the median instead, and misses what matters here: many small
+    differences one way (a benign image no longer certified, cost 1) against few large ones the other
+    (a malignant one now safe, cost 10). Zero differences do not change the statistic. With at most
+    EXACT_UP_TO nonzero differences every sign pattern is counted (exact p-value); otherwise
+    p = (1 + hits) / (1 + rounds) over `rounds` seeded random patterns, a valid p-value (never 0).
+    Every difference zero (nothing to flip): p_value NaN, diff 0 (both NaN without pairs)."""
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise CSRSError(f"paired costs must be two 1-d arrays of one length; got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise CSRSError("paired costs must be finite numbers")
+    if a.size == 0:
+        return PairedMeanTest(float("nan"), float("nan"), 0, 0, True)
+    d = (b - a)[b != a]
+    diff = float(b.mean() - a.mean())
+    if d.size == 0:
+        return PairedMeanTest(diff, float("nan"), int(a.size), 0, True)
+    observed = abs(d.sum()) * (1 - 1e-12)  # ties with the observed sum count as extreme
+    if d.size <= EXACT_UP_TO:
+        signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+        p = float(np.mean(np.abs(signs @ d) >= observed))
+        return PairedMeanTest(diff, p, int(a.size), int(d.size), True)
+    rng, hits, chunk = np.random.default_rng(seed), 0, max(1, 2_000_000 // d.size)
+    for start in range(0, rounds, chunk):
+        signs = rng.integers(0, 2, size=(min(chunk, rounds - start), d.size), dtype=np.int8) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed))
+    return PairedMeanTest(diff, (1 + hits) / (1 + rounds), int(a.size), int(d.size), False)
+
+
+def paired_cost_comparison(cost_a, cost_b) -> dict:
+    """Checkpoint b against checkpoint a (the baseline) by their per-example certified costs at one
+    eps (certified_cost on records of the same examples, same cost matrix, alpha and mode; the
+    caller checks the data identity). Returns expected_cost_a, expected_cost_b, d_expected_cost
+    (b − a), p_expected_cost (sign_flip_test; NaN when the costs agree everywhere), n, n_differ, test."""
+    r = sign_flip_test(cost_a, cost_b)
+    a, b = np.asarray(cost_a, dtype=float), np.asarray(cost_b, dtype=float)
+    nan = float("nan")
+    return {"expected_cost_a": float(a.mean()) if a.size else nan,
+            "expected_cost_b": float(b.mean()) if b.size else nan,
+            "d_expected_cost": r.diff, "p_expected_cost": r.p_value, "n": r.n, "n_differ": r.n_nonzero,
+            "test": "paired sign-flip permutation test of the mean (two-sided)"}

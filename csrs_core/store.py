@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -164,41 +165,29 @@ def list_records(checkpoint) -> list[RecordInfo]:
     return sorted(infos, key=lambda r: -r.meta.get("created", 0))
 
 
-def _preference(info: RecordInfo) -> tuple:
-    return (info.meta["n"], info.meta["num_examples"], info.meta.get("created", 0))
-
-
 def choose_records(listings: dict) -> dict:
     """The record shown for each checkpoint: {checkpoint: (RecordInfo or None, same_data: bool)}.
 
-    The rule (documented in the README): among valid records only, first the data (data set,
-    split, example indices and content) that most of the compared checkpoints were certified on
-    (ties: the larger n, then more examples); then, within a checkpoint's records on that data, the
-    largest n, then the most examples, then the newest. A checkpoint with no record on that data
-    falls back to its own best record by the same order, and same_data is then False."""
-    valid = {c: [r for r in infos if r.status == "valid"] for c, infos in listings.items()}
-    coverage: dict[tuple, list] = {}
-    for records in valid.values():
-        for data_id in {r.data_id for r in records}:
-            best = max((r for r in records if r.data_id == data_id), key=_preference)
-            coverage.setdefault(data_id, []).append(best)
-    common = None
-    if coverage:
-        common = max(coverage, key=lambda d: (len(coverage[d]), max(_preference(r) for r in coverage[d])))
-    chosen = {}
-    for c, records in valid.items():
-        on_common = [r for r in records if r.data_id == common]
-        if on_common:
-            chosen[c] = (max(on_common, key=_preference), True)
-        else:
-            chosen[c] = (max(records, key=_preference), False) if records else (None, False)
-    return chosen
+    The records are chosen together, by the one comparison policy of csrs_core.comparison
+    (choose_together, whose docstring and the README's "Which record is shown" give the rule):
+    the examples, n0, n, seed, precision and scheme shared by the most checkpoints, then the
+    largest n, the most examples, the newest. same_data: the record is on the common examples."""
+    from csrs_core.comparison import choose_together
+    return choose_together(listings)[0]
 
 
 def recertify_command(checkpoint, meta: dict) -> str:
-    """The command that certifies `checkpoint` again with a stale record's settings."""
+    """The command that certifies `checkpoint` (the file the user has, wherever it now is) again
+    with a stale record's settings."""
     if meta.get("command"):
-        return meta["command"]
-    return (f"csrs certify --checkpoint {checkpoint} --dataset {meta.get('dataset')} --split {meta.get('split')} "
-            f"--n0 {meta.get('n0')} --n {meta.get('n')} --sigma {meta.get('sigma')} --seed {meta.get('seed')} "
+        words = shlex.split(meta["command"])
+        for i, word in enumerate(words):
+            if word == "--checkpoint" and i + 1 < len(words):
+                words[i + 1] = str(checkpoint)
+            elif word.startswith("--checkpoint="):
+                words[i] = f"--checkpoint={checkpoint}"
+        return shlex.join(words)
+    return (f"csrs certify --checkpoint {shlex.quote(str(checkpoint))} --dataset {meta.get('dataset')} "
+            f"--split {meta.get('split')} --n0 {meta.get('n0')} --n {meta.get('n')} --sigma {meta.get('sigma')} "
+            f"--seed {meta.get('seed')} --precision {meta.get('precision')} "
             "(with the same example selection as before)")

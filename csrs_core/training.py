@@ -1,8 +1,9 @@
 """Training smoothed classifiers (Gaussian, Cohen-R, MACER, CS-MACER), resumable and data-parallel.
 
 Every epoch ends with an atomic checkpoint holding the optimizer state; each epoch's data order,
-augmentation and noise come from a generator seeded by (seed, epoch), so a killed run restarted
-with the same command resumes from its last checkpoint and ends where an uninterrupted run would."""
+augmentation and noise come from three distinct streams seeded by (purpose, seed, epoch), so a killed
+run restarted with the same command resumes from its last checkpoint and ends where an uninterrupted
+run would."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ from csrs_core.checkpoints import load_model, read_checkpoint, save_checkpoint
 from csrs_core.cost import parse_cost
 from csrs_core.data import load_dataset
 from csrs_core.device import autocast, distributed_setup, pick_device, set_threads
-from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
+from csrs_core.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
 from csrs_core.locks import output_lock
 from csrs_core.models import architectures, build_model
 from csrs_core.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
@@ -133,8 +134,9 @@ def robustness_weight(cfg: TrainConfig, epoch: int, step: int, steps: int) -> fl
 
 
 def compute_loss(cfg: TrainConfig, logits, labels, cost, lam: float):
-    """The method's loss and its parts as device tensors (cost: the bool matrix on the device;
-    lam: the robustness weight at this step)."""
+    """The method's loss and its parts as device tensors (cost: losses.cost_tensor on the device,
+    the bool support of a binary matrix or the float64 costs of a real-valued one; lam: the
+    robustness weight at this step)."""
     if cfg.method == "gaussian":
         return gaussian_loss(logits, labels, as_tensors=True)
     if cfg.method == "cohen-r":
@@ -157,31 +159,43 @@ class TrainingInterrupted(TrainingError):
 
 
 class _StopFlag:
-    """Records SIGTERM/SIGINT: the run stops at the next step boundary."""
+    """Records SIGTERM/SIGINT once installed: the run stops at the next step boundary; restore()
+    puts back the handlers it replaced."""
 
     def __init__(self):
         self.signum = None
+        self.replaced = {}
 
     def install(self):
         def handler(signum, frame):
             self.signum = signum
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                signal.signal(sig, handler)
+                self.replaced[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread
                 pass
+
+    def restore(self):
+        for sig, previous in self.replaced.items():
+            signal.signal(sig, previous)
+        self.replaced = {}
 
 
 def train(cfg: TrainConfig, display=None) -> dict:
     """Train (or resume) per cfg; returns the final checkpoint metadata. One writer per output
-    (a lock beside it); a signal raises TrainingInterrupted after the last epoch checkpoint."""
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 is the writer
-        return _train(cfg, display)
-    with output_lock(cfg.checkpoint_path):
-        return _train(cfg, display)
+    (a lock beside it); a signal raises TrainingInterrupted after the last epoch checkpoint, and the
+    signal handlers it replaced are restored when it returns or raises."""
+    stopper = _StopFlag()
+    try:
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 is the writer
+            return _train(cfg, display, stopper)
+        with output_lock(cfg.checkpoint_path):
+            return _train(cfg, display, stopper)
+    finally:
+        stopper.restore()  # the caller's own signal handlers again
 
 
-def _train(cfg: TrainConfig, display) -> dict:
+def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
     set_threads(cfg.threads)
     world, rank, device = distributed_setup(cfg.device)
     log = ProgressLog(cfg.progress_path if rank == 0 else None, display=display if rank == 0 else None)
@@ -200,10 +214,9 @@ def _train(cfg: TrainConfig, display) -> dict:
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     images, labels = data.images.to(device), data.labels.to(device)   # moved once
-    cost_matrix = torch.as_tensor(cost.matrix, device=device)
+    cost_matrix = cost_tensor(cost, device)   # moved once; bool for a binary matrix, as before
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    stopper = _StopFlag()
     stopper.install()
 
     n = len(data)
@@ -287,25 +300,22 @@ def _should_stop(stopper: _StopFlag, world: int, device, at_log_step: bool) -> b
     return stopper.signum is not None
 
 
-def noise_generator(seed: int, epoch: int, rank: int, device) -> torch.Generator:
-    """The training noise stream of one rank in one epoch. Data order and augmentation are shared
-    by all ranks (each takes its own rows); the noise is each rank's own, so no two ranks add the
-    same noise tensor to different images. Rank 0's stream is that of a single-process run."""
-    base = seed * 1_000_003 + epoch
-    if rank:  # the CPU generator keeps only 32 bits of a seed: mix the rank into those
-        base = int.from_bytes(hashlib.sha256(f"csrs-train:{base}:{rank}".encode()).digest()[:4], "little")
-    return torch.Generator(device).manual_seed(base)
+def stream(purpose: str, seed: int, epoch: int, device, rank: int = 0) -> torch.Generator:
+    """The random stream of one purpose ('order', 'augment' or 'noise') in one epoch (and, for the
+    noise, one rank), on `device`: seeded by a hash of all of them, so no two purposes, epochs or
+    ranks share draws, and a resumed epoch draws what the interrupted one drew. Data order and
+    augmentation are shared by all ranks (each takes its own rows); the noise is each rank's own."""
+    digest = hashlib.sha256(f"csrs-train:{purpose}:{seed}:{epoch}:{rank}".encode()).digest()
+    return torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps, world, rank, log,
                stopper) -> dict | None:
     """One epoch; its statistics, or None when stopped before its end (nothing is saved then)."""
     net.train()
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    noise_gen = noise_generator(cfg.seed, epoch, rank, device)
-    # augmentation runs where the images are; on the CPU it shares the data-order generator
-    aug_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(labels), generator=gen)
+    noise_gen = stream("noise", cfg.seed, epoch, device, rank)
+    aug_gen = stream("augment", cfg.seed, epoch, device)  # where the images are
+    order = torch.randperm(len(labels), generator=stream("order", cfg.seed, epoch, "cpu"))
     totals = {}
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0

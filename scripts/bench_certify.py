@@ -12,10 +12,23 @@
    counts) differs between fp32 and bf16, and the mean total-variation distance between the votes.
 5. Stage B: median time of certify_from_counts + summarize on 10,000 examples x 10 classes with a
    fresh random cost matrix each time. Goal <= 20 ms.
-Usage: python scripts/bench_certify.py [--arch resnet20] [--size 32] [--device auto] [--no-compile]"""
+6. The whole command (--whole-examples, --whole-n): `csrs certify` at its defaults (precision and
+   batch auto) on the shipped sample with an empty cache, start-up, loading, tuning, compiling and
+   sampling included, as images/s of its wall time against the fastest bare forward above; then
+   again with another CPU-bound process running until the plan is made (it measures under load).
+   Goals: >= 0.85 for 100 images x 2,100 samples, >= 0.9 for a job of 10 minutes or more.
+Usage: python scripts/bench_certify.py [--arch resnet20] [--size 32] [--device auto] [--no-compile]
+       [--whole-examples 100] [--whole-n 2000] [--skip-parts]"""
 import argparse
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +91,37 @@ def stage_b(rounds=25):
     return times[0], statistics.median(times[1:])
 
 
+def whole_command(checkpoint: str, sample: str, examples: int, n: int, load: bool) -> tuple[float, dict]:
+    """(images per second of the wall time, the plan event) of `csrs certify` at its defaults on a copy
+    of `checkpoint` with an empty cache; with `load`, a CPU-bound process runs until the plan is made."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy, progress = Path(tmp) / "model.pt", Path(tmp) / "progress.jsonl"
+        shutil.copy(checkpoint, copy)
+        env = dict(os.environ, CSRS_CACHE=str(Path(tmp) / "cache"))
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load else None
+        t = time.perf_counter()
+        job = subprocess.Popen([sys.executable, "-m", "csrs_core", "certify", "--checkpoint", str(copy), "--dataset",
+                                f"sample:{sample}", "--num-examples", str(examples), "--n", str(n), "--quiet",
+                                "--progress", str(progress)], env=env, stdout=subprocess.DEVNULL)
+        plan = {}
+        while job.poll() is None:
+            time.sleep(0.05)
+            if not plan and progress.exists():
+                events = [json.loads(line) for line in progress.read_text().splitlines() if line.endswith("}")]
+                plan = next((e for e in events if e["event"] == "plan" and "precision" in e), {})
+                if plan and hog is not None:
+                    hog.kill()
+        wall = time.perf_counter() - t
+        if hog is not None:
+            hog.kill()
+        if job.returncode:
+            raise SystemExit(f"csrs certify failed with exit code {job.returncode}")
+        if not plan:
+            events = [json.loads(line) for line in progress.read_text().splitlines()]
+            plan = next((e for e in events if e["event"] == "plan" and "precision" in e), {})
+    return examples * (100 + n) / wall, plan
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="resnet20")
@@ -88,6 +132,9 @@ def main():
     ap.add_argument("--checkpoint", default="checkpoints/cifar10/cohen.pt", help="trained model for the decisions check")
     ap.add_argument("--sample", default="checkpoints/cifar10/test-sample.npz", help="its test images")
     ap.add_argument("--decisions", type=int, default=100, help="images in the decisions check")
+    ap.add_argument("--whole-examples", type=int, default=100, help="images for the whole-command check")
+    ap.add_argument("--whole-n", type=int, default=2000, help="n for the whole-command check (n0 = 100)")
+    ap.add_argument("--skip-parts", action="store_true", help="only the limit and the whole command")
     a = ap.parse_args()
     device = pick_device(a.device)
     kind = "cuda" if device.type == "cuda" else "cpu"
@@ -109,6 +156,15 @@ def main():
         print(f"  bare forward {k:28s} {v:10.0f} images/s")
     best_name = max(limit, key=limit.get)
     best = limit[best_name]
+    for load in (False, True):
+        rate, plan = whole_command(a.checkpoint, a.sample, a.whole_examples, a.whole_n, load)
+        print(f"whole `csrs certify` at its defaults, {a.whole_examples} images x {100 + a.whole_n} samples, empty "
+              f"cache{', another CPU-bound process until the plan is made' if load else ''}: {rate:.0f} images/s; plan "
+              f"{plan.get('precision')}, batch {plan.get('batch')}, compiled {plan.get('compiled')}, cached "
+              f"{plan.get('cached')}")
+        print(f"RATIO whole command / fastest bare forward ({best_name}) = {rate / best:.3f}")
+    if a.skip_parts:
+        return
 
     plan = choose_plan(model, device, "auto", None, shape, samples=10**9, remeasure=True)
     runnable = plan.runnable(device)

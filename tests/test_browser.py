@@ -1,9 +1,12 @@
 """The main flows in a real headless Chromium (Debian's package) driven by Playwright for Python."""
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -25,34 +28,50 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, synthetic_checkpoint):
-    root = build_case(tmp_path_factory.mktemp("browser"), synthetic_checkpoint)
-    port = _free_port()
-    env = dict(os.environ, CSRS_CHECKPOINTS=str(root))
-    from csrs_core.dashboard_launch import streamlit_command
-    proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=root, env=env,   # started from another folder
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _wait_for_port(port: int) -> None:
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return
         time.sleep(0.5)
+
+
+def _start_dashboard(root: Path, port: int) -> subprocess.Popen:
+    """The dashboard's server on `root`, started from that folder (not the repository)."""
+    from csrs_core.dashboard.launch import streamlit_command
+    proc = subprocess.Popen(streamlit_command("127.0.0.1", port), cwd=root,
+                            env=dict(os.environ, CSRS_CHECKPOINTS=str(root)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_port(port)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, synthetic_checkpoint):
+    root = build_case(tmp_path_factory.mktemp("browser"), synthetic_checkpoint)
+    port = _free_port()
+    proc = _start_dashboard(root, port)
     yield f"http://127.0.0.1:{port}", root
     proc.terminate()
     proc.wait(10)
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def playwright():
+    """One Playwright driver per module (its sync API cannot be started twice at once)."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1600, "height": 1200})
-        pg.set_default_timeout(60_000)
-        yield pg
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def page(server, playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    pg = browser.new_page(viewport={"width": 1600, "height": 1200})
+    pg.set_default_timeout(60_000)
+    yield pg
+    browser.close()
 
 
 MARKS = ("() => JSON.stringify(Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).map("
@@ -70,11 +89,11 @@ def test_grid_clicks_change_the_figures(server, page):
     page.get_by_text("Metrics at ε").first.wait_for()
     page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart] svg').length >= 6")
     before = _marks(page)
-    assert "seedwise 3" in page.get_by_text("Metrics at ε").first.inner_text()
+    assert "seedwise:3" in page.get_by_text("Metrics at ε").first.inner_text()
     page.get_by_role("checkbox", name="red → green").click(force=True)
-    page.get_by_text("pairwise 0>1").first.wait_for()
+    page.get_by_text("pairwise:0>1").first.wait_for()
     page.wait_for_function(f"(before) => ({MARKS})() !== before", arg=before)
-    assert "cost=0%3E1_3%3E0.1.2" in page.url or "cost=0>1_3>0.1.2" in page.url
+    assert "pairwise:0>1;3>0,1,2" in urllib.parse.unquote(page.url)
     page.get_by_text("Cost-matrix presets and import").click()
     page.get_by_role("button", name="Overall").click()
     page.get_by_text("cost: overall").first.wait_for()
@@ -123,3 +142,61 @@ def test_a_path_outside_the_data_folder_is_refused(server, page):
     page.get_by_role("textbox", name="Image folder (inside the data folder), for 'image folder…'").fill("../../etc")
     page.get_by_role("button", name="Start certification").click()
     page.get_by_text("not an absolute path or '..'").wait_for()
+
+
+@pytest.fixture
+def fresh_server(tmp_path, synthetic_checkpoint):
+    """A server nobody has opened yet (Streamlit knows only the entry script until a tab loads it)."""
+    root = build_case(tmp_path, synthetic_checkpoint)
+    port = _free_port()
+    proc = _start_dashboard(root, port)
+    yield port, root
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_a_foreign_host_gets_no_page_on_a_fresh_server(fresh_server, playwright):
+    """DNS rebinding: a page of another origin whose host name resolves to this machine asks for
+    every page of a server that no legitimate tab has opened; each shows only the refusal."""
+    port, root = fresh_server
+    before = sorted(p.name for p in (root / "synth").iterdir())
+    browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                         args=FLAGS + ["--host-resolver-rules=MAP attacker.example 127.0.0.1"])
+    page = browser.new_page()
+    page.set_default_timeout(120_000)
+    for path in ("", "/explore", "/certify", "/train", "/checkpoints", "/app", "/views/train"):
+        page.goto(f"http://attacker.example:{port}{path}")
+        if path != "/views/train":  # a script's own path is no page at all: nothing renders
+            page.get_by_text("Refused").first.wait_for()
+        page.wait_for_timeout(3000)  # give anything else time to render
+        text = page.locator("body").inner_text()
+        for content in ("Start training", "Start certification", "Upload a checkpoint", "Delete a checkpoint",
+                        "Metrics at", "Explore & compare", "cohen"):
+            assert content not in text, (path, content)
+    browser.close()
+    assert sorted(p.name for p in (root / "synth").iterdir()) == before
+
+
+def test_the_installed_dashboard_shows_the_demo_when_started_in_an_empty_folder(installed_package, tmp_path,
+                                                                                  playwright):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSRS_")}
+    proc = subprocess.Popen([sys.executable, "-m", "csrs_core", "dashboard", "--port", str(port)], cwd=tmp_path,
+                            env=dict(env, PYTHONPATH=str(installed_package)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.set_default_timeout(120_000)
+        _wait_for_port(port)
+        page.goto(f"http://127.0.0.1:{port}")
+        page.get_by_text("Metrics at ε").first.wait_for()
+        assert "shipped demo results" in page.locator("body").inner_text()
+        page.goto(f"http://127.0.0.1:{port}/train")
+        page.get_by_text("the shipped demo is read-only").first.wait_for()
+        browser.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # `csrs dashboard` passes it on to its server
+        assert proc.wait(30) == 143
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the Streamlit server outlived `csrs dashboard`"

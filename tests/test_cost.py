@@ -15,8 +15,8 @@ def test_presets_and_omega():
 
 @pytest.mark.parametrize("matrix, words", [
     ([[0, 1, 0]], "square"),
-    ([[0, 2], [0, 0]], "0 or 1"),
-    ([[0, 0.5], [0, 0]], "0 or 1"),
+    ([[0, -1], [0, 0]], "non-negative"),
+    ([[0, float("nan")], [0, 0]], "finite"),
     ([[1, 0], [0, 0]], "diagonal"),
     ([["a", 0], [0, 0]], "numeric"),
     ([[0]], "at least 2"),
@@ -49,6 +49,8 @@ def test_parse_presets_and_files(tmp_path):
     assert parse_cost("seedwise:2,4", 10) == CostMatrix.seedwise(10, [2, 4])
     assert parse_cost("pairwise:3>2,4,5", 10) == CostMatrix.pairwise(10, {3: [2, 4, 5]})
     assert parse_cost("pairwise:3>5;1>0", 10) == CostMatrix.pairwise(10, {3: [5], 1: [0]})
+    assert parse_cost("pairwise:3>5;1>0", 10).describe() == "pairwise:1>0;3>5"
+    assert CostMatrix([[0, 2], [0.5, 0]]).omega(0) == [1]           # real costs: Omega_y is the support
     f = tmp_path / "c.json"
     f.write_text(CostMatrix.seedwise(10, [1]).to_json())
     assert parse_cost(str(f), 10) == CostMatrix.seedwise(10, [1])

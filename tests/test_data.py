@@ -1,4 +1,4 @@
-"""Data loaders: synthetic always; the real data sets where ../shared/data exists (else skipped)."""
+"""Data loaders: synthetic always; the real data sets where CSRS_TEST_DATA names their folder (else skipped)."""
 import numpy as np
 import pytest
 import torch
@@ -61,28 +61,28 @@ def test_sample_files_are_lossless_and_compact(tmp_path):
         assert load_dataset(f"sample:{tmp_path / name}").content_digest() == other.content_digest()
 
 
-def test_cifar10_jpeg_zip(shared_data):
-    d = load_dataset("cifar10-jpeg", "test", root=shared_data)
+def test_cifar10_jpeg_zip(real_data):
+    d = load_dataset("cifar10-jpeg", "test", root=real_data)
     assert len(d) == 10_000 and d.images.shape[1:] == (3, 32, 32) and d.classes[3] == "cat"
     assert np.bincount(d.labels.numpy()).tolist() == [1000] * 10
-    tr = load_dataset("cifar10-jpeg", "train", root=shared_data)
-    va = load_dataset("cifar10-jpeg", "val", root=shared_data)
+    tr = load_dataset("cifar10-jpeg", "train", root=real_data)
+    va = load_dataset("cifar10-jpeg", "val", root=real_data)
     assert len(tr) == 45_000 and len(va) == 5_000 and not set(tr.indices) & set(va.indices)
     assert va.indices.max() < 50_000 and len(set(tr.indices) | set(va.indices)) == 50_000
 
 
-def test_ham10000_grouping_and_lesion_split(shared_data):
+def test_ham10000_grouping_and_lesion_split(real_data):
     import csv
     import io
     import zipfile
     from csrs_core.data import _ham_split_of
-    tr = load_dataset("ham10000", "train", root=shared_data, image_size=32)
-    va = load_dataset("ham10000", "val", root=shared_data, image_size=32)
-    te = load_dataset("ham10000", "test", root=shared_data, image_size=32)
+    tr = load_dataset("ham10000", "train", root=real_data, image_size=32)
+    va = load_dataset("ham10000", "val", root=real_data, image_size=32)
+    te = load_dataset("ham10000", "test", root=real_data, image_size=32)
     assert tr.classes == ["benign", "malignant"] and len(tr) + len(va) + len(te) == 10_015
     assert (tr.labels.sum() + va.labels.sum() + te.labels.sum()).item() == 1113 + 514 + 327
     assert 0.07 < len(va) / 10_015 < 0.13 and va.split == "val"
-    with zipfile.ZipFile(shared_data / "ham10000.zip") as z:
+    with zipfile.ZipFile(real_data / "ham10000.zip") as z:
         name = [n for n in z.namelist() if n.endswith("HAM10000_metadata.csv")][0]
         rows = list(csv.DictReader(io.StringIO(z.read(name).decode())))
     splits = {}
@@ -93,11 +93,11 @@ def test_ham10000_grouping_and_lesion_split(shared_data):
     assert len(te) == 1981  # the test split is the one the shipped results were certified on
 
 
-def test_imagenette_zip(shared_data):
-    d = load_dataset("imagenette", "test", root=shared_data, image_size=32)
+def test_imagenette_zip(real_data):
+    d = load_dataset("imagenette", "test", root=real_data, image_size=32)
     assert len(d) == 3925 and d.classes[7] == "gas pump" and d.images.shape[1] == 3
-    va = load_dataset("imagenette", "val", root=shared_data, image_size=32)
-    tr = load_dataset("imagenette", "train", root=shared_data, image_size=32)
+    va = load_dataset("imagenette", "val", root=real_data, image_size=32)
+    tr = load_dataset("imagenette", "train", root=real_data, image_size=32)
     assert len(va) == 500 and len(tr) == 4500 and not set(va.indices) & set(tr.indices)
 
 

@@ -4,7 +4,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from dashboard import figures
+from csrs_core.dashboard import figures
 
 
 def _spec(spec: dict) -> dict:

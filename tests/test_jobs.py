@@ -1,5 +1,6 @@
 """Background jobs never lie about their state and never signal a process that is not theirs."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -277,3 +278,23 @@ def test_output_lock_refuses_a_second_holder_in_this_and_another_process(tmp_pat
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_command_that_ignores_the_cancel_is_killed_after_the_grace_period(tmp_path, monkeypatch):
+    """The runner forwards the cancel's SIGTERM; a command still running CANCEL_GRACE_S later is killed."""
+    stubborn = tmp_path / "python"
+    stubborn.write_text("#!/bin/sh\ntrap '' TERM\nsleep 120\n")
+    stubborn.chmod(0o755)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "job.json").write_text(json.dumps({"argv": ["train"], "cwd": str(tmp_path)}))
+    monkeypatch.setattr(jobs.sys, "executable", str(stubborn))
+    monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 1.0)
+    previous = signal.getsignal(signal.SIGTERM)
+    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    try:
+        t0 = time.time()
+        assert jobs._run(folder) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.time() - t0 < 30 and (folder / "exit_code").read_text() == str(-signal.SIGKILL)

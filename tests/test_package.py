@@ -1,26 +1,49 @@
 """The installable package: a wheel with the `csrs` command, a CLI that explains every option and
 reports progress as a person expects (bar on a terminal, plain lines in logs, nothing with --quiet)."""
+import json
+import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from csrs_core.cli import build_parser
 from csrs_core.options import CERTIFY, REPORT, TRAIN
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_a_wheel_builds_and_provides_the_csrs_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), "."], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    [wheel] = tmp_path.glob("csrs-*.whl")
+
+def test_the_wheel_holds_only_csrs_core_with_the_dashboard_and_the_demo(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         entry = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "csrs = csrs_core.cli:main_exit" in entry
-    assert "csrs_core/runner.py" in names and "dashboard/app.py" in names and "dashboard/pages/explore.py" in names
-    assert "dashboard/assets/cost_grid.js" in names and "dashboard/assets/cost_grid.css" in names
+    assert {n.split("/")[0] for n in names} == {"csrs_core", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert "csrs_core/runner.py" in names and "csrs_core/dashboard/app.py" in names
+    assert "csrs_core/dashboard/views/explore.py" in names and "csrs_core/dashboard/assets/cost_grid.js" in names
+    assert not any("/pages/" in n for n in names)  # Streamlit would serve a pages/ folder without the guard
+    for case in ("cifar10", "ham10000"):
+        assert f"csrs_core/shipped/{case}/cohen.pt" in names and f"csrs_core/shipped/{case}/test-sample.npz" in names
+        assert any(n.startswith(f"csrs_core/shipped/{case}/cohen.certs/") for n in names)
+    assert wheel.stat().st_size <= 30 * 2**20
+
+
+def test_the_installed_dashboard_opens_on_the_demo_from_any_folder(installed_package, tmp_path):
+    """Installed (not the source tree), started in an empty folder: the shipped demo, read-only."""
+    target, empty = installed_package, tmp_path / "empty"
+    empty.mkdir()
+    probe = ("import csrs_core, json; from csrs_core.dashboard import common; root = common.checkpoint_root(); "
+             "print(json.dumps([csrs_core.__file__, str(root), common.is_demo(root), common.cases(root), "
+             "str(common.data_root())]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSRS_")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=empty, env=dict(env, PYTHONPATH=str(target)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    module, root, demo, cases, data = json.loads(out.stdout.splitlines()[-1])
+    assert module.startswith(str(target)) and root.startswith(str(target))
+    assert demo and {"cifar10", "ham10000"} <= set(cases) and data == str(empty / "data")
 
 
 def _help(command):

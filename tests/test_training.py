@@ -90,7 +90,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29544",
            "-m", "csrs_core", "--", "train", "--method", "cs-macer", "--dataset", "synthetic", "--arch", "resnet8",
            "--epochs", "1", "--batch", "32", "--gauss-num", "2", "--cost", "seedwise:0",
-           "--max-steps-per-epoch", "3", "--threads", "1", "--out", str(tmp_path / "ddp")]
+           "--max-steps-per-epoch", "3", "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "ddp")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert read_checkpoint(tmp_path / "ddp.pt")["meta"]["epochs_done"] == 1
@@ -116,12 +116,15 @@ def test_resuming_with_other_epochs_is_refused_for_cosine_and_continues_for_step
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-def test_each_rank_draws_its_own_noise():
-    from csrs_core.training import noise_generator
+def test_each_rank_draws_its_own_noise_and_no_two_purposes_share_a_stream():
+    from csrs_core.training import stream
     cpu = torch.device("cpu")
-    draws = [torch.randn(64, generator=noise_generator(0, 3, r, cpu)) for r in range(3)]
+    draws = [torch.randn(64, generator=stream("noise", 0, 3, cpu, r)) for r in range(3)]
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
-    assert torch.equal(draws[0], torch.randn(64, generator=noise_generator(0, 3, 0, cpu)))
+    assert torch.equal(draws[0], torch.randn(64, generator=stream("noise", 0, 3, cpu, 0)))
+    purposes = [torch.randn(64, generator=stream(p, 0, 3, cpu)) for p in ("order", "augment", "noise")]
+    assert all(not torch.equal(a, b) for i, a in enumerate(purposes) for b in purposes[i + 1:])
+    assert not torch.equal(purposes[2], torch.randn(64, generator=stream("noise", 0, 4, cpu)))  # another epoch
 
 
 def test_fp16_training_uses_gradient_scaling(tmp_path, monkeypatch):
@@ -197,3 +200,18 @@ def test_a_run_from_before_an_option_existed_resumes_at_its_default(tmp_path):
     torch.save(payload, path)
     meta = train(_cfg(tmp_path, "old", max_steps_per_epoch=2))
     assert meta["epochs_done"] == 1
+
+
+def test_train_gives_back_the_signal_handlers_it_replaced(tmp_path):
+    import signal
+    from csrs_core.training import TrainConfig, train
+
+    def mine(signum, frame):
+        pass
+    previous, interrupt = signal.signal(signal.SIGTERM, mine), signal.getsignal(signal.SIGINT)
+    try:
+        train(TrainConfig(method="gaussian", dataset="synthetic", out=str(tmp_path / "h"), arch="resnet8", epochs=1,
+                          batch=32, max_steps_per_epoch=2, threads=1))
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is interrupt
+    finally:
+        signal.signal(signal.SIGTERM, previous)

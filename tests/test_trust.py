@@ -145,7 +145,7 @@ def _torchrun(*args, port):
 
 def test_torchrun_with_a_rank_that_has_nothing_to_sample(folder):
     base = ["certify", "--checkpoint", str(folder / "other.pt"), "--dataset", "synthetic", "--n0", "5", "--n", "10",
-            "--batch", "64", "--threads", "1", "--quiet", "--precision", "fp32"]
+            "--batch", "64", "--threads", "1", "--quiet", "--precision", "fp32", "--device", "cpu"]
     one = _torchrun(*base, "--num-examples", "1", port=29541)
     assert one.returncode == 0, one.stderr[-3000:]
     assert "Acc" in one.stdout
@@ -195,10 +195,9 @@ def test_booleans_and_fractional_numbers_are_not_whole_numbers():
 
 
 def test_a_left_over_exposed_variable_does_not_turn_the_guard_off(monkeypatch):
-    import subprocess as sp
-    from csrs_core import dashboard_launch
+    from csrs_core.dashboard import launch as dashboard_launch
     seen = {}
     monkeypatch.setenv("CSRS_EXPOSED", "0.0.0.0")
-    monkeypatch.setattr(sp, "call", lambda cmd, env: seen.update(env) or 0)
+    monkeypatch.setattr(dashboard_launch, "run_forwarding_signals", lambda cmd, env: seen.update(env) or 0)
     dashboard_launch.launch(None, None, "127.0.0.1", 8501)
     assert "CSRS_EXPOSED" not in seen

@@ -6,14 +6,17 @@ from csrs_core import jobs
 from csrs_core.data import DATASETS
 from csrs_core.models import architectures
 from csrs_core.options import TRAIN, SettingError, to_argv
-from dashboard.common import case_classes, checkpoints_in_case, current_cost, data_root, select_case
-from dashboard.jobs_panel import live_jobs
-from dashboard.option_widgets import option_widget, plain_name
+from csrs_core.dashboard.common import (case_classes, checkpoints_in_case, current_cost, data_root,
+                                        refuse_writes_to_demo, require_access, select_case, write_failure)
+from csrs_core.dashboard.jobs_panel import live_jobs
+from csrs_core.dashboard.option_widgets import option_widget, plain_name
 
 NAMED = [n for n, spec in DATASETS.items() if not spec.takes_path]
 
+require_access()  # first, also when this view is reached some other way than app.py
 st.title("Train")
 root, case = select_case()
+refuse_writes_to_demo(root)
 target_case = case or "."
 classes = case_classes(root, case) if case else None
 cost = current_cost(case, classes) if classes else None
@@ -55,6 +58,8 @@ if submitted:
         st.success(f"Started training {name}; it appears in the lists when its first epoch ends.")
     except (ValueError, SettingError, jobs.JobError) as exc:
         st.error(str(exc))
+    except OSError as exc:
+        st.error(write_failure(exc))
 
 st.subheader("Training jobs")
 live_jobs(root, "train")

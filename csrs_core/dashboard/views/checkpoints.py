@@ -1,17 +1,17 @@
 """Checkpoints: metadata table, safe upload, delete with confirmation."""
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from csrs_core.store import cert_dir, list_records
+from csrs_core.atomic import FileWriteError
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
-from dashboard.common import inside, select_case
-from dashboard.option_widgets import inside_folder, plain_name
+from csrs_core.store import list_records
+from csrs_core.dashboard.common import inside, is_demo, require_access, select_case
+from csrs_core.dashboard.checkpoint_files import add_uploaded_checkpoint, delete_checkpoint
 
+require_access()  # first, also when this view is reached some other way than app.py
 st.title("Checkpoints")
 root, case = select_case()
 if not root.is_dir():
@@ -39,33 +39,21 @@ if rows:
 else:
     st.info(f"No checkpoints under {root}.")
 
+if is_demo(root):
+    st.info("The shipped demo is read-only: start `csrs dashboard --checkpoints DIR` to upload or delete checkpoints.")
+    st.stop()
+
 st.subheader("Upload a checkpoint")
 target = st.text_input("Into case folder", value=case or "uploaded")
 upload = st.file_uploader("CSRS checkpoint (.pt)", type=["pt"])
 if upload is not None and st.button("Add uploaded checkpoint"):
-    name = Path(upload.name).name
     try:
-        folder = inside_folder(root, target, "Case folder")
-        plain_name(name, "File name")
-        if not name.endswith(".pt"):
-            raise ValueError(f"File name: {name!r} must end in .pt")
-    except ValueError as exc:
+        meta = add_uploaded_checkpoint(root, target, upload.name, upload.getvalue())
+    except (ValueError, FileWriteError) as exc:
         st.error(str(exc))
-        st.stop()
-    if (folder / name).exists():
-        st.error(f"{target}/{name} already exists; delete it first or rename the upload.")
     else:
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            staged = Path(tmp) / name
-            staged.write_bytes(upload.getvalue())
-            try:
-                meta = read_meta(staged)   # weights-only load: an upload cannot run code
-            except CheckpointError as exc:
-                st.error(f"Upload refused: {exc}")
-            else:
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(staged), folder / name)
-                st.success(f"Added {target}/{name} ({meta['method']}, {meta['arch']}, {len(meta['classes'])} classes).")
+        st.success(f"Added {target}/{Path(upload.name).name} ({meta['method']}, {meta['arch']}, "
+                   f"{len(meta['classes'])} classes).")
 
 st.subheader("Delete a checkpoint")
 choices = [r["file"] for r in rows]
@@ -75,8 +63,10 @@ if victim != "(choose)":
     if st.button("Delete", disabled=not sure):
         path = (root / victim).resolve()
         if inside(path, root):
-            path.unlink(missing_ok=True)
-            shutil.rmtree(cert_dir(path), ignore_errors=True)
-            path.with_suffix(".progress.jsonl").unlink(missing_ok=True)
-            st.success(f"Deleted {victim}.")
-            st.rerun()
+            try:
+                delete_checkpoint(path)
+            except (ValueError, FileWriteError) as exc:
+                st.error(f"Nothing was deleted: {exc}")
+            else:
+                st.success(f"Deleted {victim}.")
+                st.rerun()

@@ -4,33 +4,61 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from csrs_core.dashboard_launch import LOOPBACK
+from csrs_core.dashboard.launch import LOOPBACK
 from csrs_core.report import select_for_comparison
 from csrs_core.store import cert_dir, load_record
 from csrs_core.certify import certify_from_counts
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
-from csrs_core.cost import CostMatrix, CostMatrixError
+from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
 
-REPO = Path(__file__).resolve().parents[1]
 LOOPBACK_HOSTS = LOOPBACK + ("[::1]",)
 
 
-def _fixed_folder(variable: str, name: str) -> Path:
-    """A folder fixed when the dashboard starts: $variable, else the repository's (or the current
-    folder's) `name`; the UI shows it but cannot change it."""
-    default = REPO / name if (REPO / "csrs_core").is_dir() else Path.cwd() / name
-    return Path(os.environ.get(variable) or default).expanduser().resolve()
+def shipped_root() -> Path:
+    """The shipped checkpoints, records and test samples (the demo): inside the installed package
+    (a wheel maps `checkpoints/` to `csrs_core/shipped/`), or `checkpoints/` of a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    inside_package = package / "shipped"
+    return inside_package if inside_package.is_dir() else package.parent / "checkpoints"
 
 
 def checkpoint_root() -> Path:
-    return _fixed_folder("CSRS_CHECKPOINTS", "checkpoints")
+    """Fixed when the dashboard starts: $CSRS_CHECKPOINTS, else ./checkpoints of the folder it was
+    started in when that exists, else the shipped demo (read-only); the UI shows it, never changes it."""
+    chosen = os.environ.get("CSRS_CHECKPOINTS")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    here = Path.cwd() / "checkpoints"
+    return here.resolve() if here.is_dir() else shipped_root()
+
+
+def is_demo(root: Path) -> bool:
+    """True when the dashboard shows the shipped demo, which it never writes to."""
+    return root == shipped_root() and not os.environ.get("CSRS_CHECKPOINTS") \
+        and not (Path.cwd() / "checkpoints").is_dir()
+
+
+def refuse_writes_to_demo(root: Path) -> None:
+    """Stop a page that writes (jobs, uploads) when the dashboard shows the read-only shipped demo."""
+    if is_demo(root):
+        st.info("This page writes into the checkpoint folder, and the shipped demo is read-only. Start "
+                "`csrs dashboard --checkpoints DIR --data DIR` (or start it in a folder with `checkpoints/` and "
+                "`data/` sub-folders) to certify and train your own models.")
+        st.stop()
+
+
+def write_failure(exc: OSError) -> str:
+    """A message for a failed write under the checkpoint folder: which file, why, what to do."""
+    where = Path(exc.filename).name if exc.filename else "the checkpoint folder"
+    return (f"Could not write {where} ({exc.strerror or exc}): make the checkpoint folder writable or free some "
+            "disk space, then start again. Nothing was lost.")
 
 
 def data_root() -> Path:
-    return _fixed_folder("CSRS_DATA", "data")
+    """Fixed when the dashboard starts: $CSRS_DATA, else ./data of the folder it was started in."""
+    return Path(os.environ.get("CSRS_DATA") or Path.cwd() / "data").expanduser().resolve()
 
 
 def _host_name(host: str | None) -> str:
@@ -59,12 +87,16 @@ def refusal(host: str | None, ip: str | None, exposed: str | None) -> str | None
     return None
 
 
-def access_problem() -> str | None:
-    """refusal() for the current request; a visible warning when the dashboard is exposed."""
+def require_access() -> None:
+    """Stop the script, showing only why, unless refusal() lets the current request through; a
+    visible warning when the dashboard is exposed. The entry point and every view call it first."""
     exposed = os.environ.get("CSRS_EXPOSED")
     if exposed:
         st.sidebar.warning(f"This dashboard listens on {exposed}: anyone who can reach it can use it.")
-    return refusal(st.context.headers.get("Host"), st.context.ip_address, exposed)
+    problem = refusal(st.context.headers.get("Host"), st.context.ip_address, exposed)
+    if problem:
+        st.error(problem)
+        st.stop()
 
 
 def inside(path: Path, *roots: Path) -> bool:
@@ -114,8 +146,11 @@ def _listing(checkpoints: tuple, stamps: tuple):
 
 def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
     """For the case's checkpoints: {name: [RecordInfo]} (valid, stale and corrupt records),
-    {name: default record file name} by the core's documented rule (csrs_core.store.choose_records),
-    and the notes on what is left out; the folders are re-read only when they change."""
+    {name: default record file name}, chosen together by the core's one comparison policy
+    (csrs_core.comparison.choose_together, through report.select_for_comparison), and the notes on
+    what is left out followed by the settings in which the default records differ; the folders are
+    re-read only when they change. A view names the differences of the records it actually shows
+    with comparison.difference_lines (the user may pick other records)."""
     paths = tuple(str(root / case / f"{n}.pt") for n in names)
     listings, chosen, notes = _listing(paths, tuple(_stamp(Path(p)) for p in paths))
     return ({n: listings.get(p, []) for n, p in zip(names, paths)},
@@ -139,22 +174,6 @@ def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
 
 
 # cost matrix ------------------------------------------------------------------------------
-def encode_cost(cost: CostMatrix) -> str:
-    """Compact URL form: rows 'j>k.k.k' joined by '_' ('-' for an empty matrix)."""
-    rows = [f"{j}>{'.'.join(map(str, cost.omega(j)))}" for j in range(cost.m) if cost.omega(j)]
-    return "_".join(rows) or "-"
-
-
-def decode_cost(text: str, m: int, names) -> CostMatrix:
-    arr = np.zeros((m, m))
-    if text != "-":
-        for row in text.split("_"):
-            seed, targets = row.split(">")
-            for t in targets.split("."):
-                arr[int(seed), int(t)] = 1
-    return CostMatrix(arr, names)
-
-
 def current_cost(case: str, classes: list[str]) -> CostMatrix:
     """The case's matrix from session state, else from the URL, else a sensible default."""
     key = f"cost::{case}"
@@ -163,8 +182,8 @@ def current_cost(case: str, classes: list[str]) -> CostMatrix:
         cost = None
         if url and st.query_params.get("case") == case:
             try:
-                cost = decode_cost(url, len(classes), classes)
-            except (ValueError, IndexError, CostMatrixError):
+                cost = parse_cost(url, len(classes), classes, allow_files=False)
+            except CostMatrixError:
                 st.warning(f"The cost matrix in the link ({url!r}) is not valid for this case; using the default.")
         if cost is None:
             default_seed = 3 if len(classes) == 10 else len(classes) - 1
@@ -178,14 +197,19 @@ def set_cost(case: str, cost: CostMatrix) -> None:
     """Make `cost` current (session and URL); the grid shows it at its next render."""
     st.session_state[f"cost::{case}"] = cost
     st.query_params["case"] = case
-    st.query_params["cost"] = encode_cost(cost)
+    st.query_params["cost"] = cost.describe()
 
 
 def select_case() -> tuple[Path, str | None]:
     """Sidebar: the folders fixed at launch (read-only) and the case (a sub-folder of checkpoints)."""
     root = checkpoint_root()
-    st.sidebar.caption(f"Checkpoints: `{root}`  \nData: `{data_root()}`  \n(fixed when the dashboard "
-                       "starts: `csrs dashboard --checkpoints DIR --data DIR`)")
+    if is_demo(root):
+        st.sidebar.info("Showing the shipped demo results (read-only). To use your own checkpoints and data, "
+                        "start `csrs dashboard --checkpoints DIR --data DIR`, or start it in a folder that has "
+                        "`checkpoints/` and `data/` sub-folders.")
+    else:
+        st.sidebar.caption(f"Checkpoints: `{root}`  \nData: `{data_root()}`  \n(fixed when the dashboard "
+                           "starts: `csrs dashboard --checkpoints DIR --data DIR`)")
     if not root.is_dir():
         st.error(f"Checkpoint folder {root} does not exist. Create it, or start the dashboard with "
                  "`csrs dashboard --checkpoints DIR`.")

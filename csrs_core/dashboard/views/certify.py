@@ -6,14 +6,17 @@ import torch
 from csrs_core import jobs
 from csrs_core.data import DATASETS
 from csrs_core.options import CERTIFY, SettingError, to_argv
-from dashboard.common import checkpoints_in_case, data_root, select_case
-from dashboard.jobs_panel import live_jobs
-from dashboard.option_widgets import inside_folder, option_widget
+from csrs_core.dashboard.common import (checkpoints_in_case, data_root, refuse_writes_to_demo, require_access,
+                                        select_case, write_failure)
+from csrs_core.dashboard.jobs_panel import live_jobs
+from csrs_core.dashboard.option_widgets import inside_folder, option_widget
 
 NAMED = [n for n, spec in DATASETS.items() if not spec.takes_path]
 
+require_access()  # first, also when this view is reached some other way than app.py
 st.title("Certify")
 root, case = select_case()
+refuse_writes_to_demo(root)
 if case is None:
     st.stop()
 device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
@@ -59,6 +62,8 @@ if submitted:
             st.success(f"Started certification of {name}.")
     except (ValueError, SettingError, jobs.JobError) as exc:
         st.error(str(exc))
+    except OSError as exc:
+        st.error(write_failure(exc))
 
 st.subheader("Certification jobs")
 live_jobs(root, "certify")

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
-from dashboard.common import set_cost
+from csrs_core.dashboard.common import set_cost
 
 _ASSETS = Path(__file__).parent / "assets"
 _GRID = st.components.v2.component("csrs_cost_grid", js=(_ASSETS / "cost_grid.js").read_text(),

@@ -7,16 +7,18 @@ import pandas as pd
 import streamlit as st
 
 from csrs_core.bounds import max_certifiable_radius
+from csrs_core.comparison import difference_lines
 from csrs_core.certify import smoothed_confusion
 from csrs_core.metrics import eps_curve, per_class, summarize
 from csrs_core.report import to_latex
 from csrs_core.stats import paired_comparison
 from csrs_core.store import recertify_command
-from dashboard import figures
-from dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case, current_cost,
-                              load_cached_record, select_case)
-from dashboard.cost_editor import cost_grid, cost_tools
+from csrs_core.dashboard import figures
+from csrs_core.dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case,
+                                        current_cost, load_cached_record, require_access, select_case)
+from csrs_core.dashboard.cost_editor import cost_grid, cost_tools
 
+require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
 root, case = select_case()
 if case is None:
@@ -35,8 +37,10 @@ if not available:
     st.stop()
 
 with st.expander("Certifications shown (one per checkpoint)", expanded=False):
-    st.caption("Default: the data most of the checkpoints were certified on, then the largest n, then the most "
-               "examples. Stale records (made from other checkpoint content) and corrupt ones are never shown.")
+    st.caption("Default: records chosen together, so that as many checkpoints as possible share the examples, n0, "
+               "n, seed, precision and sampling scheme (then the largest n, the most examples, the newest). Any "
+               "setting in which the records shown differ is named above the metrics. Stale records (made from "
+               "other checkpoint content) and corrupt ones are never shown.")
     infos = {}
     for name in available:
         valid = {r.path.name: r for r in listings[name] if r.status == "valid"}
@@ -66,23 +70,27 @@ show_overall = c4.checkbox("Show overall certified accuracy", value=False, key="
 if not picked:
     st.info("Pick at least one checkpoint.")
     st.stop()
-data_ids = {records[name].data_id for name in picked}
-if len(data_ids) > 1:
-    st.warning("The checkpoints compared were certified on different examples (data, split or sample): their "
-               "numbers are not directly comparable, and paired tests are shown only against checkpoints "
-               "certified on the baseline's examples.")
+# every setting in which the records shown differ (also when picked by hand), named with each one's value
+for setting, line in difference_lines({name: infos[name] for name in picked}):
+    (st.info if setting == "sigma" else st.warning)(line)
 b1, b2 = st.columns(2)
 baseline = b1.selectbox("Baseline for paired tests", picked, key=f"baseline::{case}",
                         index=next((i for i, n in enumerate(picked) if metas[n]["method"] == "gaussian"), 0))
 focus = b2.selectbox("Checkpoint for the detailed views", picked, key="focus")
 
-limits = {name: max_certifiable_radius(records[name].meta["sigma"], records[name].meta["n"], alpha) for name in picked}
-limit = min(limits.values())
-st.caption(f"Largest radius these samples can certify at all (σ·Φ⁻¹(α^(1/n)), for R1): {limit:.3f}"
-           + ("" if len(set(limits.values())) == 1 else f" (smallest over checkpoints; up to {max(limits.values()):.3f})"))
+# the cost-sensitive radius rests on R1(α/2) in sound mode (R2 never exceeds it), on R1(α) in paper mode
+cap_alpha = alpha / 2 if mode == "sound" else alpha
+limits = {name: max_certifiable_radius(records[name].meta["sigma"], records[name].meta["n"], cap_alpha)
+          for name in picked}
+tightest = min(limits, key=limits.get)
+limit = limits[tightest]
+st.caption(f"Largest cost-sensitive radius these samples can certify at all in {mode} mode "
+           f"(σ·Φ⁻¹(a^(1/n)) with a = {'α/2' if mode == 'sound' else 'α'}): {limit:.4f}"
+           + ("" if len(set(limits.values())) == 1 else f" (smallest over checkpoints; up to {max(limits.values()):.4f})"))
 if eps >= limit:
-    st.warning(f"ε = {eps} is at or beyond {limit:.3f}, the largest R1 that n = {records[picked[0]].meta['n']} samples "
-               f"can certify at α = {alpha}: low numbers here reflect the sampling budget, not a weak model.")
+    st.warning(f"ε = {eps} is at or beyond {limit:.4f}, the largest radius that n = {records[tightest].meta['n']} "
+               f"samples can certify at α = {alpha} in {mode} mode: low numbers here reflect the sampling budget, "
+               "not a weak model.")
 confidence = f"1 − α = {1 - alpha:g}" if mode == "sound" else f"1 − 1.5α = {1 - 1.5 * alpha:g}"
 
 

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+STOP_GRACE_S = 10  # how long the server may take to stop after a forwarded signal before it is killed
+
+
 def app_path() -> Path:
-    import dashboard
-    return Path(dashboard.__file__).resolve().parent / "app.py"
+    return Path(__file__).resolve().parent / "app.py"
 
 
 def streamlit_command(address: str, port: int) -> list[str]:
@@ -35,4 +39,28 @@ def launch(checkpoints: str | None, data: str | None, address: str = "127.0.0.1"
         env["CSRS_EXPOSED"] = address
         print(f"warning: listening on {address}: anyone who can reach this address can use the dashboard",
               file=sys.stderr)
-    return subprocess.call(streamlit_command(address, port), env=env)
+    return run_forwarding_signals(streamlit_command(address, port), env)
+
+
+def run_forwarding_signals(command: list[str], env: dict) -> int:
+    """Run `command` until it exits; SIGINT and SIGTERM sent to this process are passed on to it (and
+    it is killed when it has not stopped STOP_GRACE_S seconds later), so stopping `csrs dashboard`
+    always stops its server. The server's exit code, or 128 + the first signal's number."""
+    server = subprocess.Popen(command, env=env)
+    received = []  # (signal number, when)
+
+    def forward(signum, _frame):
+        received.append((signum, time.monotonic()))
+        if server.poll() is None:
+            server.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while server.poll() is None:
+            if received and time.monotonic() - received[0][1] > STOP_GRACE_S:
+                server.kill()
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 + received[0][0] if received else server.returncode

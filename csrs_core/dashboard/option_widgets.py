@@ -45,6 +45,16 @@ def inside_folder(root: Path, text: str, what: str) -> Path:
     return path
 
 
+def case_folder(root: Path, text: str) -> Path:
+    """inside_folder() for a case folder that the dashboard writes into: hidden folders (such as
+    `.jobs`, where background jobs live) and record folders (`NAME.certs`) are refused."""
+    path = inside_folder(root, text, "Case folder")
+    if any(part.startswith(".") or part.endswith(".certs") for part in Path(text).parts if part != "."):
+        raise ValueError(f"Case folder: {text!r} is reserved (hidden folders and NAME.certs record folders are "
+                         "the dashboard's own); choose a plain name such as cifar10")
+    return path
+
+
 def plain_name(text: str, what: str) -> str:
     """A file or folder name of letters, digits, '_', '-' and '.'; ValueError otherwise."""
     if not PLAIN_NAME.fullmatch(text or ""):

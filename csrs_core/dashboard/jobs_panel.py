@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from csrs_core import jobs
-from dashboard import figures
+from csrs_core.dashboard import figures
 
 
 def _fraction(job) -> tuple[float, str]:
