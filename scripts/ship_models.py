@@ -1,6 +1,7 @@
 """Train, select on the validation split, and certify the shipped models of one case.
 
-Usage: python scripts/ship_models.py cifar10|ham10000|imagenette WORKDIR   (CSRS_DATA: the folder with the zips)
+Usage: python scripts/ship_models.py cifar10|ham10000|imagenette|ham10000-cost10 WORKDIR
+       (CSRS_DATA: the folder with the zips)
 
 Every step is a `csrs` command or a stored certification, so rerunning after an interruption skips
 what is done. Hyperparameters are chosen on the held-out validation split (never trained on), never
@@ -10,6 +11,10 @@ case's warm_epochs, with λ rising linearly over the first lam_warmup epochs (--
   - MACER's λ: the largest val certified accuracy (overall cost) among the candidates whose val
     accuracy is within 3 points of Cohen's and whose balanced accuracy is above 0.55 (not one class);
   - CS-MACER's λ: the largest val Rob_cs (the case's cost matrix) among those within 2 points.
+`ham10000-cost10` adds the real-valued case (malignant → benign costs 10, benign → malignant 1, the ICML
+2025 paper's 10:1 setting): cost-weighted CS-MACER candidates warm-started from the shipped Cohen model;
+λ: the smallest val certified expected cost at ε among the candidates within 2 points of Cohen's val
+accuracy whose balanced accuracy is above 0.55.
 The chosen models are copied to checkpoints/<case>-next/ and certified on the shipped test sample
 (n0 = 100, n = 1,000, bf16); the validation results are written to WORKDIR/val-results.json."""
 import json
@@ -19,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from csrs_core.certify import certify_from_counts
+from csrs_core.certify import certified_cost, certify_from_counts
 from csrs_core.checkpoints import file_digest
 from csrs_core.cost import parse_cost
 from csrs_core.data import load_dataset, select_examples
@@ -82,6 +87,48 @@ def choose(results: dict, candidates, base_acc: float, slack: float, key: str) -
     return max(allowed or candidates, key=lambda c: results[c][key])
 
 
+COST10 = dict(cost="pairwise:1>0=10;0>1", lams=("0.03", "0.1", "0.3"), name="cs-macer-cost10")
+
+
+def ship(name: str, source: Path, sample) -> None:
+    """Copy the chosen model to checkpoints/<case>-next/<name>.pt (never a stale copy) and certify it on
+    the case's shipped test sample."""
+    case = name.split("/")[0]
+    dest = REPO / "checkpoints" / f"{case}-next" / f"{name.split('/')[1]}.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists() or file_digest(dest) != file_digest(source):
+        shutil.copy(source, dest)
+    certify_counts(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
+                   command=f"csrs certify --checkpoint checkpoints/{name}.pt --dataset "
+                           f"sample:checkpoints/{case}/test-sample.npz --n0 100 --n 1000 --precision bf16")
+
+
+def cost10(work: Path):
+    """The real-valued HAM10000 case (see the module's docstring)."""
+    case = CASES["ham10000"]
+    work.mkdir(parents=True, exist_ok=True)
+    val = load_dataset(case["dataset"], "val", root=DATA_ROOT)
+    cohen = REPO / "checkpoints" / "ham10000" / "cohen.pt"
+    results = {"cohen": val_metrics(cohen, val, case)}
+    warm = [*WARM, "--epochs", case["warm_epochs"], "--lam-warmup", case["lam_warmup"], "--init", str(cohen)]
+    for lam in COST10["lams"]:
+        ckpt = train(work, case, f"{COST10['name']}-lam{lam}", "--method", "cs-macer", "--cost", COST10["cost"],
+                     "--lam", lam, *warm)
+        results[ckpt.stem] = val_metrics(ckpt, val, case)
+        record = certify_counts(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
+        cost = parse_cost(COST10["cost"], 2, record.meta["classes"])
+        results[ckpt.stem]["expected_cost"] = float(certified_cost(record.counts0, record.counts, record.labels, cost,
+                                                                   record.meta["sigma"], eps=case["eps"]).mean())
+    base = results["cohen"]["acc"]
+    names = [f"{COST10['name']}-lam{x}" for x in COST10["lams"]]
+    allowed = [c for c in names if results[c]["acc"] >= base - 0.02 and results[c]["balanced_acc"] > 0.55]
+    chosen = min(allowed or names, key=lambda c: results[c]["expected_cost"])
+    (work / "val-results.json").write_text(json.dumps({"val": results, "chosen": chosen}, indent=1))
+    print(json.dumps({"val": results, "chosen": chosen}, indent=1), flush=True)
+    sample = load_dataset(f"sample:{REPO / 'checkpoints' / 'ham10000' / 'test-sample.npz'}")
+    ship(f"ham10000/{COST10['name']}", work / f"{chosen}.pt", sample)
+
+
 def main(name: str, work: Path):
     case = CASES[name]
     work.mkdir(parents=True, exist_ok=True)
@@ -119,8 +166,6 @@ def main(name: str, work: Path):
         chosen["cohen-nopool"] = "cohen-nopool"
     (work / "val-results.json").write_text(json.dumps({"val": results, "chosen": chosen}, indent=1))
     print(json.dumps({"val": results, "chosen": chosen}, indent=1), flush=True)
-    target = REPO / "checkpoints" / f"{name}-next"
-    target.mkdir(parents=True, exist_ok=True)
     sample_path = REPO / "checkpoints" / name / "test-sample.npz"
     if not sample_path.exists():  # a stratified sample of the test split, shipped so the case works offline
         test = load_dataset(case["dataset"], "test", root=DATA_ROOT, image_size=size)
@@ -128,13 +173,8 @@ def main(name: str, work: Path):
         test.subset(select_examples(test.labels.numpy(), per_class=case["test_per_class"], seed=0)).save_sample(sample_path)
     sample = load_dataset(f"sample:{sample_path}")
     for shipped, source in chosen.items():
-        dest = target / f"{shipped}.pt"
-        if not dest.exists() or file_digest(dest) != file_digest(work / f"{source}.pt"):  # never a stale one
-            shutil.copy(work / f"{source}.pt", dest)
-        certify_counts(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
-                       command=f"csrs certify --checkpoint checkpoints/{name}/{shipped}.pt --dataset "
-                               f"sample:checkpoints/{name}/test-sample.npz --n0 100 --n 1000 --precision bf16")
+        ship(f"{name}/{shipped}", work / f"{source}.pt", sample)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    (cost10 if sys.argv[1] == "ham10000-cost10" else lambda w: main(sys.argv[1], w))(Path(sys.argv[2]))

@@ -13,6 +13,7 @@ require_access()
 VIEWS = Path(__file__).parent / "views"
 pages = [
     st.Page(VIEWS / "explore.py", title="Explore & compare", default=True),
+    st.Page(VIEWS / "examples.py", title="Examples"),
     st.Page(VIEWS / "certify.py", title="Certify"),
     st.Page(VIEWS / "train.py", title="Train"),
     st.Page(VIEWS / "checkpoints.py", title="Checkpoints"),

@@ -171,3 +171,27 @@ def lower_bound_ecdf(bounds: pd.DataFrame) -> dict:
     half = {"data": {"name": "half"}, "mark": {"type": "rule", "color": "grey", "strokeDash": DOTTED},
             "encoding": {"x": {"field": "p_lower", "type": "quantitative"}}}
     return _spec({"ecdf": ecdf, "half": pd.DataFrame({"p_lower": [0.5]})}, layer=[lines, half])
+
+
+VOTE_SAMPLES = ["counts0 (selection)", "counts (estimation)"]
+
+
+def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
+    """votes: class (name), sample (one of VOTE_SAMPLES), votes, share (of that sample's size), costly
+    ("in Ω_y" or "not in Ω_y"). One example's votes per class, the selection sample (which picks the
+    top class) beside the estimation sample (which bounds it); the costly classes outlined in red."""
+    names = [str(c) for c in class_names]
+    return _spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
+                 mark={"type": "bar", "strokeWidth": 2}, height=160, encoding={
+                     "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
+                           "scale": {"domain": names}},
+                     "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
+                     "y": _q("share", "share of the sample's votes", [0, 1]),
+                     "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,
+                               "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]}},
+                     "stroke": {"field": "costly", "type": "nominal", "title": "class",
+                                "scale": {"domain": ["in Ω_y", "not in Ω_y"], "range": ["#d62728", "transparent"]}},
+                     "tooltip": [{"field": "class", "type": "nominal"}, {"field": "sample", "type": "nominal"},
+                                 {"field": "votes", "type": "quantitative"},
+                                 {"field": "share", "type": "quantitative", "format": ".3f"},
+                                 {"field": "costly", "type": "nominal"}]})
