@@ -26,7 +26,7 @@ from csrs_core.locks import OutputBusyError, output_lock
 
 BATCHES = {"cpu": (64, 128, 256, 512), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
-COMPILE_WORTH_S = 120.0   # compile only when the eager job would take longer than this
+COMPILE_WORTH_S = {"cpu": 600.0, "cuda": 120.0}  # compile only jobs whose eager run would take longer
 MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
 BUSY_CORES = 0.5          # other processes using this many cores or more make a measurement "under load"
 STABLE = 0.8              # the best candidate's two rounds must agree within this ratio to be cached
@@ -96,24 +96,32 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
-def measure_eager(model, device, image_shape, precisions, batches, rounds: int = 2) -> tuple[dict, bool]:
-    """({'eager/precision/batch': images per second}, stable): the best of `rounds` interleaved rounds
-    (so a passing load hits every candidate alike), and whether the best candidate's rounds agreed
-    within STABLE. A precision 3x slower than the best so far at its first batch size is not
-    measured further (bf16 on CPUs without native support)."""
-    rounds_of, slow = {}, set()
-    for _ in range(rounds):
-        for p in precisions:
-            for i, b in enumerate(batches):
-                if p in slow:
+def measure_eager(model, device, image_shape, precisions, batches, seconds: float = 0.3) -> tuple[dict, bool]:
+    """({'eager/precision/batch': images per second}, stable), measured where it matters: every
+    precision at the middle batch size; then each precision within 10 % of the best there at the
+    other batch sizes, outward from the middle, each direction stopping at the first that is slower
+    (a precision several times slower, such as bf16 without native support, costs one measurement);
+    then the two best candidates again: stable when each agrees with its first measurement within
+    STABLE. A rate is the better of its measurements."""
+    def measure(p, b):
+        return forward_rate(model, device, p, b, image_shape, seconds=seconds)
+
+    middle = (len(batches) - 1) // 2
+    rates = {f"eager/{p}/{batches[middle]}": measure(p, batches[middle]) for p in precisions}
+    best = max(rates.values())
+    for p in precisions:
+        if rates[f"eager/{p}/{batches[middle]}"] < 0.9 * best:
+            continue
+        for step in (-1, 1):
+            previous, i = rates[f"eager/{p}/{batches[middle]}"], middle + step
+            while 0 <= i < len(batches):
+                rates[f"eager/{p}/{batches[i]}"] = rate = measure(p, batches[i])
+                if rate < previous:
                     break
-                key = f"eager/{p}/{b}"
-                rounds_of.setdefault(key, []).append(forward_rate(model, device, p, b, image_shape, seconds=0.4))
-                if i == 0 and rounds_of[key][-1] * 3 < max(max(r) for r in rounds_of.values()):
-                    slow.add(p)
-    rates = {k: max(r) for k, r in rounds_of.items()}
-    best = rounds_of[max(rates, key=rates.get)]
-    return rates, min(best) >= STABLE * max(best)
+                previous, i = rate, i + step
+    again = {k: measure(k.split("/")[1], int(k.split("/")[2])) for k in sorted(rates, key=rates.get)[-2:]}
+    stable = all(min(v, rates[k]) >= STABLE * max(v, rates[k]) for k, v in again.items())
+    return {k: max(v, again.get(k, 0.0)) for k, v in rates.items()}, stable
 
 
 def others_busy(device: torch.device) -> bool:
@@ -180,7 +188,7 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     if rates is None:
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
     eager_seconds = samples / max(v for k, v in rates.items() if k.startswith("eager/"))
-    worth_compiling = eager_seconds > COMPILE_WORTH_S
+    worth_compiling = eager_seconds > COMPILE_WORTH_S[kind]
     if worth_compiling and not any(k.startswith("compiled/") for k in rates):
         rates = {**rates, **_measure_compiled(model, device, image_shape, rates, progress)}
     if cacheable:
@@ -221,15 +229,14 @@ def _measure_alone(model, device, image_shape, precisions, batches, key, remeasu
 
 
 def _measure_compiled(model, device, image_shape, rates: dict, progress) -> dict:
-    """Compiled rates of the two best eager precisions at their best batch; 0 where this machine has
-    no working compiler (a signal is never taken for that: it stops the job)."""
-    compiled = {}
-    for p in dict.fromkeys(k.split("/")[1] for k in sorted(rates, key=rates.get, reverse=True)[:2]):
-        b = int(max((k for k in rates if k.split("/")[1] == p), key=rates.get).split("/")[2])
-        try:
-            compiled[f"compiled/{p}/{b}"] = forward_rate(compile_model(model, device), device, p, b, image_shape)
-        except Exception as exc:  # no compiler on this machine: eager it is
-            compiled[f"compiled/{p}/{b}"] = 0.0
-            if progress is not None:
-                progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
-    return compiled
+    """The compiled rate of the best eager precision at its best batch; 0 where this machine has no
+    working compiler (a signal is never taken for that: it stops the job)."""
+    best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
+    key = best.replace("eager/", "compiled/", 1)
+    p, b = best.split("/")[1], int(best.split("/")[2])
+    try:
+        return {key: forward_rate(compile_model(model, device), device, p, b, image_shape)}
+    except Exception as exc:  # no compiler on this machine: eager it is
+        if progress is not None:
+            progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
+        return {key: 0.0}

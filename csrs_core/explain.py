@@ -117,10 +117,10 @@ def needed_n(counts, c_a: int, label: int, omega, sigma: float, alpha: float, mo
 
 
 def _name(classes, k: int) -> str:
-    return f"{classes[k]} ({k})" if classes is not None else str(k)
+    return str(classes[k]) if classes is not None else f"class {k}"
 
 
-def _fmt(x: float) -> str:
+def format_radius(x: float) -> str:
     return "−∞" if x == -math.inf else ("+∞" if x == math.inf else f"{x:.4f}")
 
 
@@ -131,9 +131,9 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
 
     Keys: c_a, n_a, n, n0, sensitive, omega (list of costly classes), p_a_lower (LCB at α),
     p_a_lower_half (at α/2), r1 (R1(α)), r1_term (the R1 term of the mode's radius), r2, radius (the
-    deciding radius, see radius()), pred_std, outcome, costly (DataFrame: class, name, votes, ucb at
-    α/(2|Ω_y|), r_k), limiting (the class that limits R2, or None), needed_n, limit (the deciding
-    radius as n → ∞ with the same shares), reasons (list of sentences)."""
+    deciding radius, see radius()), pred_std, outcome, costly (DataFrame of the classes in Ω_y: class,
+    name, votes, ucb at α/(2|Ω_y|), r_k, NaN for ĉ_A), limiting (the class that limits R2, or None),
+    needed_n, limit (the deciding radius as n → ∞ with the same shares), reasons (list of sentences)."""
     counts0 = np.asarray(counts0, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
     label = int(label)
@@ -152,6 +152,7 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
     ucb = upper_confidence_bound(counts[ks], n, alpha / (2 * size)) if size else np.array([])
     with np.errstate(divide="ignore"):
         r_k = sigma / 2 * (float(norm_ppf(p_lower_half)) - norm_ppf(ucb)) if size else np.array([])
+    r_k = np.where(ks == c_a, np.nan, r_k)               # the top class itself has no such radius
     costly = pd.DataFrame({"class": ks, "name": [_name(classes, k) for k in ks], "votes": counts[ks],
                            "ucb": ucb, "r_k": r_k})
     top_costly = bool(omega[c_a])
@@ -189,18 +190,18 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
                        "so the smoothed prediction itself costs.")
     elif sensitive:
         lim = costly[costly["class"] == limiting].iloc[0]
-        detail = (f"radius = max({a_term} = {_fmt(r1_term)}, R2 = {_fmt(r2)}) = {_fmt(rad)}; R2 is limited by the "
-                  f"costly class {lim['name']} ({lim['votes']} votes, UCB(p) = {lim['ucb']:.4f} at "
-                  f"α/(2|Ω_y|) = {alpha / (2 * size):.3g})")
+        detail = (f"radius = max({a_term} = {format_radius(r1_term)}, R2 = {format_radius(r2)}) = "
+                  f"{format_radius(rad)}; R2 is limited by the costly class {lim['name']} ({lim['votes']} votes, "
+                  f"UCB(p) = {lim['ucb']:.4f} at α/(2|Ω_y|) = {alpha / (2 * size):.3g})")
         if certified:
             reasons.append(f"Cost-robust at ε = {eps}: {detail} > ε. No ℓ2 perturbation of norm below {rad:.4f} "
                            "makes the smoothed classifier predict a costly class.")
         else:
             reasons.append(f"Not cost-robust at ε = {eps}: {detail} ≤ ε.")
     else:
-        if pred_std != -1 and pred_std != label:
+        if c_a != label:
             reasons.append(f"No costly class for the true class {truth}, but the top class {top} is not the true "
-                           "class: the standard certificate predicts a wrong class.")
+                           "class: no certificate counts this example as correct.")
         elif certified:
             reasons.append(f"Certified at ε = {eps}: the standard certificate predicts the true class {truth} with "
                            f"R1 = {r1:.4f} > ε (no costly class for this true class).")
@@ -214,7 +215,7 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
             reasons.append("No number of samples helps while the top class stays the same.")
         elif limit <= eps:
             reasons.append(f"No number of samples would certify ε with the same vote shares: even with exact "
-                           f"shares the radius would be {_fmt(limit)} ≤ ε.")
+                           f"shares the radius would be {format_radius(limit)} ≤ ε.")
         else:
             reasons.append(f"More than {N_MAX:,} samples would be needed with the same vote shares.")
     return {"c_a": c_a, "n_a": n_a, "n": n, "n0": n0, "sensitive": sensitive, "omega": [int(k) for k in ks],

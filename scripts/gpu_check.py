@@ -571,7 +571,7 @@ def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
     res["warmup_seconds"] = round(time.monotonic() - t, 1)
     ctx.log(f"stage A warm-up: {warm} images x {per_image} (measures and caches the auto plan) "
             f"{res['warmup_seconds']:.1f} s")
-    expected = rates[eager_best]  # a job this size runs eager (compiling pays only beyond 2 minutes)
+    expected = rates[eager_best]  # a job this size runs eager (compiling pays only beyond COMPILE_WORTH_S)
     fits = max(ctx.left() - 5, 1) * 0.6 * expected / per_image
     count = int(min(max(s.stage_a_seconds * expected / per_image, s.stage_a_images[0]), s.stage_a_images[1], fits))
     count = max(count, 1)

@@ -200,3 +200,32 @@ def test_the_installed_dashboard_shows_the_demo_when_started_in_an_empty_folder(
         assert proc.wait(30) == 143
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the Streamlit server outlived `csrs dashboard`"
+
+
+IMAGES = "() => document.querySelectorAll('[data-testid=stImage] img').length"
+BARS = ("() => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
+        "c => c.querySelectorAll('svg [class*=\"mark-rect\"] path').length > 0).length")
+
+
+def test_examples_gallery_shows_a_page_of_images(server, page):
+    url, _ = server
+    page.goto(url + "/examples")
+    page.get_by_text("Gallery: 64 of 64").first.wait_for()
+    page.wait_for_function(f"() => ({IMAGES})() >= 24")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('[data-testid=stImage] img'))"
+                           ".filter(i => i.complete && i.naturalWidth >= 96).length >= 24")  # 16×16 enlarged
+    assert "#" in page.get_by_test_id("stImageCaption").first.inner_text()
+
+
+def test_opening_one_of_the_examples_shows_its_vote_histograms(server, page):
+    import numpy as np
+    url, root = server
+    with np.load(root / "synth" / "test-sample.npz") as z:
+        index = int(z["indices"][5])
+    page.goto(f"{url}/examples?example={index}")
+    page.get_by_text(f"Example {index}: true class").first.wait_for()
+    page.wait_for_function(f"() => ({BARS})() >= 2")     # one histogram per compared checkpoint
+    text = page.locator("body").inner_text()
+    assert "LCB(p_A) at α" in text and "outcome at ε" in text
+    page.goto(f"{url}/examples?example=abc")
+    page.get_by_text("not an example index").first.wait_for()

@@ -125,7 +125,7 @@ def test_missing_folder_and_corrupt_checkpoint(tmp_path, monkeypatch, root):
     assert "unreadable" in table.status.iloc[0]
 
 
-@pytest.mark.parametrize("page", ["views/certify.py", "views/train.py", "views/checkpoints.py"])
+@pytest.mark.parametrize("page", ["views/certify.py", "views/train.py", "views/checkpoints.py", "views/examples.py"])
 def test_other_pages_render(root, monkeypatch, page):
     at = _app(root, monkeypatch)
     at.switch_page(page).run()

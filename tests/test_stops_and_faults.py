@@ -344,3 +344,20 @@ def test_the_radius_limit_follows_the_mode(tmp_path, synthetic_checkpoint, monke
     at = AppTest.from_file(str(app), default_timeout=120).run()
     caption = next(c.value for c in at.caption if "Largest cost-sensitive radius" in c.value)
     assert f"{max_certifiable_radius(0.25, 100, 0.0005):.4f}" in caption and "sound mode" in caption
+
+
+def test_tuning_measures_only_where_it_matters(monkeypatch):
+    """Every precision at the middle batch; the fast one outward until a batch is slower; a precision
+    several times slower costs one measurement; the two best are measured again for stability."""
+    true_rate = {("bf16", 64): 2900, ("bf16", 128): 3100, ("bf16", 256): 2500, ("bf16", 512): 2300,
+                 ("fp32", 64): 1200, ("fp32", 128): 1180, ("fp32", 256): 600, ("fp32", 512): 400}
+    asked = []
+
+    def fake_rate(model, device, precision, batch, shape, seconds):
+        asked.append((precision, batch))
+        return true_rate[(precision, batch)]
+    monkeypatch.setattr(autotune, "forward_rate", fake_rate)
+    rates, stable = autotune.measure_eager(None, torch.device("cpu"), (3, 32, 32), ("fp32", "bf16"), (64, 128, 256, 512))
+    assert stable and max(rates, key=rates.get) == "eager/bf16/128"
+    assert ("fp32", 256) not in asked and ("bf16", 512) not in asked   # bf16 stopped at 256, fp32 never widened
+    assert len(asked) == 2 + 2 + 2

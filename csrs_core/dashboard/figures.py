@@ -182,15 +182,16 @@ def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
     top class) beside the estimation sample (which bounds it); the costly classes outlined in red."""
     names = [str(c) for c in class_names]
     return _spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
-                 mark={"type": "bar", "strokeWidth": 2}, height=160, encoding={
+                 mark={"type": "bar", "strokeWidth": 2}, encoding={
                      "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
-                           "scale": {"domain": names}},
+                           "scale": {"domain": names}, "axis": {"labelAngle": -90}},
                      "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
                      "y": _q("share", "share of the sample's votes", [0, 1]),
                      "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,
                                "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]}},
                      "stroke": {"field": "costly", "type": "nominal", "title": "class",
-                                "scale": {"domain": ["in Ω_y", "not in Ω_y"], "range": ["#d62728", "transparent"]}},
+                                "scale": {"domain": ["in Ω_y", "not in Ω_y"], "range": ["#d62728", "transparent"]},
+                                "legend": {"values": ["in Ω_y"]}},
                      "tooltip": [{"field": "class", "type": "nominal"}, {"field": "sample", "type": "nominal"},
                                  {"field": "votes", "type": "quantitative"},
                                  {"field": "share", "type": "quantitative", "format": ".3f"},
