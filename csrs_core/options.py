@@ -193,8 +193,9 @@ REPORT = {o.name: o for o in (
     _opt("format", str, "text", "output format (markdown: the README's tables)",
          choices=("text", "csv", "latex", "markdown")),
     _opt("cost_threshold", float, None, "τ: also report the certified expected cost at ε and Rob_cs(ε, τ), the "
-         "share of sensitive examples whose certified worst-case cost is ≤ τ, with Wilcoxon signed-rank tests "
-         "of the per-example costs (default: only for a real-valued cost matrix, with τ = 0)", low=0),
+         "share of sensitive examples whose certified worst-case cost is ≤ τ, with paired sign-flip "
+         "permutation tests of the per-example costs (default: only for a real-valued cost matrix, with τ = 0)",
+         low=0),
     _opt("baseline", str, None, "checkpoint (its name in the table: relative to --checkpoints, without .pt) "
          "that paired tests (exact McNemar on the same examples) compare every other against; default: "
          "the one trained with method gaussian if exactly one is, else the first row"),

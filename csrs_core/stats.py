@@ -129,7 +129,7 @@ def sign_flip_test(a, b, rounds: int = SIGN_FLIP_ROUNDS, seed: int = 0) -> Paire
     exchangeable" against a difference of MEANS (the certified expected cost is a mean), two-sided:
     the observed |Σ (b − a)| against the same sum with each difference's sign flipped at random.
 
-    A rank test (Wilcoxon) would test the median instead, and misses what matters here: many small
+    A rank test (Wilcoxon) tests the median instead and misreads what matters here: many small
     differences one way (a benign image no longer certified, cost 1) against few large ones the other
     (a malignant one now safe, cost 10). Zero differences do not change the statistic. With at most
     EXACT_UP_TO nonzero differences every sign pattern is counted (exact p-value); otherwise
