@@ -85,7 +85,7 @@ def cmd_train(a):
 def cmd_report(a):
     import pandas as pd
 
-    from csrs_core.report import COLUMNS, COST_COLUMNS, STAT_COLUMNS, report_table, to_latex
+    from csrs_core.report import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table, to_latex
     s = check_settings(REPORT, vars(a))
     report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
                           cost_threshold=s["cost_threshold"])
@@ -102,9 +102,9 @@ def cmd_report(a):
     def p_value(v):
         return "" if pd.isna(v) else f"{v:.4g}"
 
-    p_columns = [c for c in ("p_acc", "p_rob_cs", "p_expected_cost") if c in df]
+    p_columns = [c for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm", "p_expected_cost") if c in df]
     if s["format"] == "csv":
-        out = df[COLUMNS + STAT_COLUMNS + [c for c in COST_COLUMNS if c in df]].copy()
+        out = df[COLUMNS + STAT_COLUMNS + INTERVAL_COLUMNS + [c for c in COST_COLUMNS if c in df]].copy()
         for c in p_columns:
             out[c] = out[c].map(p_value)
         print(out.to_csv(index=False, float_format="%.4f"), end="")
@@ -112,6 +112,10 @@ def cmd_report(a):
         print(to_latex(df, f"Cost {s['cost']}, eps = {s['eps']}, mode {s['mode']}, alpha {s['alpha']}"))
     else:
         shown = df.copy()
+        for what in ("acc", "rob_cs"):  # the interval as one column, beside the p-values
+            shown[f"{what}_ci"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "-"
+                                   for lo, hi in zip(df[f"{what}_lo"], df[f"{what}_hi"])]
+        shown = shown.drop(columns=["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi"])
         for c in (c for c in ("d_acc", "d_rob_cs", "d_expected_cost") if c in df):  # "-": not compared
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:+.3f}")
         for c in p_columns:   # small p-values in full; "-": the baseline or not compared

@@ -14,12 +14,14 @@ from csrs_core.comparison import choose_together, differing_fields, row_differen
 from csrs_core.cost import parse_cost
 from csrs_core.metrics import expected_cost, rob_cs_at, summarize
 from csrs_core.options import REPORT, SettingError, check_settings
-from csrs_core.stats import paired_comparison, paired_cost_comparison
+from csrs_core.stats import (holm, paired_comparison, paired_cost_comparison, paired_outcomes,
+                             proportion_interval)
 from csrs_core.store import list_records, load_record, recertify_command
 
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
 STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
-TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"]
+INTERVAL_COLUMNS = ["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi", "p_acc_holm", "p_rob_cs_holm"]
+TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS
 COST_COLUMNS = ["expected_cost", "rob_cs_tau", "d_expected_cost", "p_expected_cost"]  # real-valued costs, or τ given
 DIFFERS = "differs"  # last column, added only when the records compared differ in some setting
 
@@ -138,9 +140,12 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         s = summarize(table, eps)
         name = name_of(ckpt)
         tables[name], infos[name] = table, info
+        outcomes = paired_outcomes(table, eps)
+        acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
+        rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
         row = {"checkpoint": name, "method": record.meta["method"], **{k: s[k] for k in COLUMNS[2:]},
                "balanced_acc": s["balanced_acc"], "n": s["n"], "n_sensitive": s["n_sensitive"],
-               "record": info.path.name}
+               "record": info.path.name, "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
         with_costs = cost_threshold is not None or not cost.is_binary
         if with_costs:
             costs[name] = certified_cost(record.counts0, record.counts, record.labels, cost,
@@ -150,7 +155,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         rows.append(row)
     columns = TABLE_COLUMNS + (COST_COLUMNS if costs else [])
     df = pd.DataFrame(rows, columns=columns)
-    for c in STAT_COLUMNS + (COST_COLUMNS if costs else []):
+    for c in STAT_COLUMNS + INTERVAL_COLUMNS + (COST_COLUMNS if costs else []):
         df[c] = df[c].astype(float)
     if differences:  # each row's values of the differing settings, on its line (last, so columns keep their places)
         df[DIFFERS] = df["checkpoint"].map(row_differences(infos))
@@ -183,9 +188,11 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
             pair = row_differences({ref: infos[ref], name: infos[name]})
             notes.append(f"{name}: d_*/p_* against baseline {ref} are paired on the same examples, but the records "
                          f"differ ({ref}: {pair[ref]}; {name}: {pair[name]}): they test model and settings together")
+    df["p_acc_holm"], df["p_rob_cs_holm"] = holm(df["p_acc"]), holm(df["p_rob_cs"])
     header += (f"\npaired tests vs baseline {ref} on the same examples: d_acc, d_rob_cs = row − baseline; "
                f"p_acc, p_rob_cs = exact two-sided McNemar p-values (Acc over all examples, Rob_cs(ε) over "
-               f"the sensitive ones), not adjusted for multiple comparisons")
+               f"the sensitive ones); p_*_holm = the same, Holm-adjusted over the {int(df['p_acc'].notna().sum())} "
+               f"comparisons with the baseline; acc_ci, rob_cs_ci = exact 95 % intervals over the test examples")
     if costs:
         header += (f"\nexpected_cost = mean certified worst-case cost at ε (lower is better); rob_cs_tau = share of "
                    f"sensitive examples whose certified cost is ≤ τ = {cost_threshold or 0:g}; p_expected_cost = "

@@ -25,10 +25,41 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import beta, binomtest
 
 from csrs_core import CSRSError
 from csrs_core.metrics import balanced_accuracy
+
+
+def proportion_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) two-sided interval for a proportion from `successes` of `trials`:
+    it covers the proportion with probability at least `level` for every true value. Over test
+    examples it says how far Acc or Rob_cs could move on another sample of the same size from the
+    same distribution (it does not count the certificates' own failure probability α). NaN, NaN
+    without trials."""
+    k, n = int(successes), int(trials)
+    if n == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of one family of p-values (NaN entries are not in the family and
+    stay NaN): rejecting where the adjusted p ≤ α keeps the probability of any false rejection in
+    the family ≤ α, whatever the dependence between the tests."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    order = present[np.argsort(p[present], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 class McNemar(NamedTuple):

@@ -24,7 +24,8 @@ from csrs_core.stats import mcnemar, paired_comparison
 from csrs_core.store import list_records, load_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
-CSV_HEAD = "checkpoint,method,acc,rob_cs,rob_std,rob_non,balanced_acc,d_acc,p_acc,d_rob_cs,p_rob_cs"
+CSV_HEAD = ("checkpoint,method,acc,rob_cs,rob_std,rob_non,balanced_acc,d_acc,p_acc,d_rob_cs,p_rob_cs,"
+            "acc_lo,acc_hi,rob_cs_lo,rob_cs_hi,p_acc_holm,p_rob_cs_holm")
 
 
 def hand_p(n01: int, n10: int) -> float:
@@ -238,3 +239,23 @@ def test_shipped_cifar10_reviewer_p_values(capsys):
     df = pd.read_csv(io.StringIO(out))
     assert ",".join(df.columns) == CSV_HEAD and "baseline cohen-r" in err
     assert df.set_index("checkpoint").loc["cs-macer-seed3", "p_rob_cs"] == pytest.approx(20 / 2 ** 9, rel=1e-3)
+
+
+def test_proportion_intervals_are_exact_and_cover():
+    from scipy.stats import binomtest
+    from csrs_core.stats import proportion_interval
+    for k, n in [(0, 10), (3, 10), (10, 10), (37, 100), (672, 1000)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert proportion_interval(k, n) == pytest.approx((ci.low, ci.high))
+    rng = np.random.default_rng(3)  # coverage by Monte Carlo: at least 95 % for a true proportion of 0.3
+    hits = [lo <= 0.3 <= hi for lo, hi in (proportion_interval(rng.binomial(60, 0.3), 60) for _ in range(2000))]
+    assert np.mean(hits) >= 0.95 - 2.5 * np.sqrt(0.05 * 0.95 / 2000)
+    assert all(math.isnan(v) for v in proportion_interval(0, 0))
+
+
+def test_holm_matches_its_definition():
+    from csrs_core.stats import holm
+    p = np.array([0.01, np.nan, 0.04, 0.03, 0.5])
+    # sorted 0.01, 0.03, 0.04, 0.5 with m = 4: 0.04, max(0.04, 0.09), max(0.09, 0.08), max(0.09, 0.5)
+    np.testing.assert_allclose(holm(p), [0.04, np.nan, 0.09, 0.09, 0.5])
+    assert np.all(np.isnan(holm([np.nan])))
