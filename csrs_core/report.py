@@ -46,6 +46,20 @@ class Report:
     differences: list[str] = field(default_factory=list)
 
 
+def metrics_row(table: pd.DataFrame, eps: float) -> dict:
+    """summarize(table, eps) with the exact 95 % intervals of Acc and Rob_cs over the test examples
+    (acc_lo, acc_hi, rob_cs_lo, rob_cs_hi): one row of every metrics table, in `report` and on Explore."""
+    outcomes = paired_outcomes(table, eps)
+    acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
+    rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
+    return {**summarize(table, eps), "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
+
+
+def with_holm(df: pd.DataFrame) -> pd.DataFrame:
+    """df with p_acc_holm and p_rob_cs_holm: its p_acc and p_rob_cs Holm-adjusted as one family each."""
+    return df.assign(p_acc_holm=holm(df["p_acc"]), p_rob_cs_holm=holm(df["p_rob_cs"]))
+
+
 def confidence_line(alpha: float, mode: str) -> str:
     """How sure each certificate is, in `mode` (design.md section 2)."""
     if mode == "paper":
@@ -137,15 +151,11 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         cost = parse_cost(cost_spec, len(classes), classes)
         table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
                                     sigma=record.meta["sigma"], alpha=alpha, mode=mode)
-        s = summarize(table, eps)
+        s = metrics_row(table, eps)
         name = name_of(ckpt)
         tables[name], infos[name] = table, info
-        outcomes = paired_outcomes(table, eps)
-        acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
-        rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
-        row = {"checkpoint": name, "method": record.meta["method"], **{k: s[k] for k in COLUMNS[2:]},
-               "balanced_acc": s["balanced_acc"], "n": s["n"], "n_sensitive": s["n_sensitive"],
-               "record": info.path.name, "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
+        row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
+               **{k: s[k] for k in TABLE_COLUMNS if k in s}}
         with_costs = cost_threshold is not None or not cost.is_binary
         if with_costs:
             costs[name] = certified_cost(record.counts0, record.counts, record.labels, cost,
@@ -188,7 +198,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
             pair = row_differences({ref: infos[ref], name: infos[name]})
             notes.append(f"{name}: d_*/p_* against baseline {ref} are paired on the same examples, but the records "
                          f"differ ({ref}: {pair[ref]}; {name}: {pair[name]}): they test model and settings together")
-    df["p_acc_holm"], df["p_rob_cs_holm"] = holm(df["p_acc"]), holm(df["p_rob_cs"])
+    df = with_holm(df)
     header += (f"\npaired tests vs baseline {ref} on the same examples: d_acc, d_rob_cs = row − baseline; "
                f"p_acc, p_rob_cs = exact two-sided McNemar p-values (Acc over all examples, Rob_cs(ε) over "
                f"the sensitive ones); p_*_holm = the same, Holm-adjusted over the {int(df['p_acc'].notna().sum())} "

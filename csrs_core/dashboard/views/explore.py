@@ -9,8 +9,8 @@ import streamlit as st
 from csrs_core.bounds import max_certifiable_radius
 from csrs_core.comparison import difference_lines
 from csrs_core.certify import smoothed_confusion
-from csrs_core.metrics import eps_curve, per_class, summarize
-from csrs_core.report import to_latex
+from csrs_core.metrics import eps_curve, per_class
+from csrs_core.report import metrics_row, to_latex, with_holm
 from csrs_core.stats import paired_comparison
 from csrs_core.store import recertify_command
 from csrs_core.dashboard import figures
@@ -101,23 +101,30 @@ def cost_dependent_views():
     tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
     rows = []
     for name, table in tables.items():
-        row = {"checkpoint": name, "method": metas[name]["method"], **summarize(table, eps)}
+        row = {"checkpoint": name, "method": metas[name]["method"], **metrics_row(table, eps)}
         if name != baseline and records[name].data_id == records[baseline].data_id:
             cmp = paired_comparison(tables[baseline], table, eps)
             row.update(d_acc=cmp["d_acc"], p_acc=cmp["p_acc"], d_rob_cs=cmp["d_rob_cs"], p_rob_cs=cmp["p_rob_cs"])
         rows.append(row)
     summary = pd.DataFrame(rows)
+    for c in ("d_acc", "p_acc", "d_rob_cs", "p_rob_cs"):  # no comparison at all: empty columns
+        if c not in summary:
+            summary[c] = np.nan
+    summary = with_holm(summary)
     st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {cost.describe()})")
     st.caption(f"Each certificate holds with probability ≥ {confidence}. d_* and p_*: difference from the baseline "
-               f"({baseline}) and the exact McNemar p-value on the same examples (not adjusted for multiple tests).")
+               f"({baseline}) and the exact McNemar p-value on the same examples; p_*_holm: Holm-adjusted over "
+               f"the comparisons with the baseline; *_lo, *_hi: exact 95 % intervals over the test examples.")
     notice = st.empty()  # always one element here, so a warning never shifts (and remounts) the charts below
     if summary.n_sensitive.max() == 0:
         notice.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(summary, hide_index=True, key="summary_table",
                  column_config={**{c: number for c in ("acc", "balanced_acc", "rob_cs", "rob_std", "rob_non",
-                                                       "d_acc", "d_rob_cs")},
-                                **{c: st.column_config.NumberColumn(format="%.2g") for c in ("p_acc", "p_rob_cs")}})
+                                                       "d_acc", "d_rob_cs", "acc_lo", "acc_hi", "rob_cs_lo",
+                                                       "rob_cs_hi")},
+                                **{c: st.column_config.NumberColumn(format="%.2g")
+                                   for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm")}})
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
     d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {cost.describe()}, ε = {eps}, "
