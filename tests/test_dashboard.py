@@ -226,3 +226,51 @@ def test_explore_offers_a_choice_of_records_and_flags_stale_ones(tmp_path, monke
         fh.write(b"\0")
     at = _app(tmp_path / "ck", monkeypatch)
     assert any("made from other content of b.pt" in w.value for w in at.warning)
+
+
+def test_job_progress_reads_the_epochs_from_the_run_itself():
+    """A run started with the default epoch count has no --epochs on its command line: the bar must
+    still say 'epoch 3/10', not 'epoch 3/1' and full."""
+    from csrs_core.dashboard.jobs_panel import _epochs, _fraction
+    job = {"state": "running", "argv": ["train", "--method", "gaussian"],
+           "events": [{"event": "start", "epoch": 0, "epochs": 10, "steps_per_epoch": 50}],
+           "progress": {"event": "step", "epoch": 2, "step": 25, "steps": 50}}
+    job["epochs"] = _epochs(job)
+    frac, text = _fraction(job)
+    assert job["epochs"] == 10 and frac == pytest.approx(0.25) and text.startswith("epoch 3/10")
+    job["events"], job["epochs"] = [], None  # before its start event: no made-up total
+    assert _fraction(job)[0] == 0.0
+
+
+def test_a_case_holds_one_class_list(tmp_path, synthetic_checkpoint, monkeypatch):
+    """Training another data set's classes into a case is refused; a foreign checkpoint already in the
+    folder is named and left out of Explore, never a traceback."""
+    import shutil
+    from csrs_core import jobs
+    from csrs_core.checkpoints import save_checkpoint
+    from csrs_core.models import build_model
+    root = build_case(tmp_path / "ck", synthetic_checkpoint)
+    at = _app(root, monkeypatch)
+    at.switch_page("views/train.py").run()
+    at.selectbox(key="train::dataset").select("ham10000")
+    at.text_input(key="train::name").input("two-classes")
+    at.button[0].click().run()
+    assert not at.exception and any("holds models of other classes" in e.value for e in at.error)
+    assert jobs.list_jobs(root) == []
+    meta = {"arch": "resnet8", "classes": ["benign", "malignant"], "dataset": "ham10000", "sigma": 0.5,
+            "method": "gaussian", "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_checkpoint(root / "synth" / "zz-ham.pt", build_model("resnet8", 2, meta["mean"], meta["std"]), meta)
+    at = _app(root, monkeypatch)
+    assert any("zz-ham" in w.value and "other classes" in w.value for w in at.warning)
+    shutil.rmtree(root)
+
+
+def test_the_split_applies_to_the_shipped_sample(root, monkeypatch):
+    from csrs_core import jobs
+    at = _app(root, monkeypatch)
+    at.switch_page("views/certify.py").run()
+    split = next(s for s in at.selectbox if s.label == "Split")
+    split.select("val")
+    at.button[0].click().run()
+    assert not at.exception and any("holds test examples only" in e.value for e in at.error)
+    assert not [j for j in jobs.list_jobs(root) if j.get("kind") == "certify" and j["state"] in jobs.ACTIVE]

@@ -14,11 +14,18 @@ def _fraction(job) -> tuple[float, str]:
         return 1.0, "done"
     if p.get("event") in ("progress", "start") and p.get("total"):
         return min(p.get("done", 0) / p["total"], 1.0), f"{p.get('done', 0):,} / {p['total']:,} samples"
-    if p.get("event") in ("step", "epoch") and p.get("steps"):
-        epochs = job.get("epochs") or 1
+    if p.get("event") in ("step", "epoch") and p.get("steps") and job.get("epochs"):
+        epochs = job["epochs"]
         frac = (p["epoch"] + p["step"] / p["steps"]) / epochs
         return min(frac, 1.0), f"epoch {p['epoch'] + 1}/{epochs}, step {p['step']}/{p['steps']}"
     return 0.0, p.get("event", "waiting")
+
+
+def _epochs(job) -> int | None:
+    """The epochs a training run was started for, as the run itself reports them (its start event),
+    not as its command line may or may not spell them (a default is not on it)."""
+    starts = [e for e in job["events"] if e.get("event") == "start" and e.get("epochs")]
+    return int(starts[-1]["epochs"]) if starts else None
 
 
 def _eta(job) -> str:
@@ -40,9 +47,7 @@ def jobs_panel(root, kind: str) -> bool:
         st.caption("No jobs yet.")
         return False
     for job in listed[:10]:
-        argv = job.get("argv") or []
-        if "--epochs" in argv:
-            job["epochs"] = int(argv[argv.index("--epochs") + 1])
+        job["epochs"] = _epochs(job)
         frac, text = _fraction(job)
         with st.container(border=True):
             reason = f" ({job['reason']})" if job.get("reason") and job["state"] != "done" else ""

@@ -46,6 +46,9 @@ with st.form("certify_form"):
 if submitted:
     try:
         if source.startswith("shipped"):
+            if values["split"] != "test":
+                raise ValueError(f"Split: the shipped sample holds test examples only, not {values['split']!r}; "
+                                 "choose test, or a named data set for its val or train split.")
             dataset = f"sample:{sample}"
         elif source == "image folder…":
             dataset = f"imagefolder:{inside_folder(data_root(), folder, 'Image folder')}"

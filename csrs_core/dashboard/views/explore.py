@@ -28,6 +28,11 @@ if classes is None:
     st.error(f"No readable checkpoint in {root / case}.")
     st.stop()
 metas = {name: meta for name, meta in checkpoints_in_case(root, case).items() if isinstance(meta, dict)}
+foreign = [name for name, meta in metas.items() if meta["classes"] != classes]
+if foreign:  # a case compares checkpoints of one class list; the others are named, never compared
+    st.warning(f"Left out: {', '.join(foreign)} in {case}/ classify other classes than the rest "
+               f"({', '.join(classes)}); move them into a case folder of their own.")
+    metas = {name: meta for name, meta in metas.items() if name not in foreign}
 listings, defaults, notes = case_listing(root, case, list(metas))
 available = list(defaults)
 if not available:

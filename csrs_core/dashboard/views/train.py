@@ -49,6 +49,11 @@ with st.form("train_form"):
 
 if submitted:
     try:
+        wanted = DATASETS[values["dataset"]].classes
+        if classes and wanted and list(wanted) != list(classes):
+            raise ValueError(f"The case folder {target_case} holds models of other classes ({', '.join(classes)}) "
+                             f"than {values['dataset']} ({', '.join(wanted)}): train it into a case folder of its "
+                             "own (start the dashboard on a checkpoint folder whose sub-folder it will be).")
         out = root / target_case / plain_name(name, "Output name")
         values.update(out=str(out), data_root=str(data_root()), log_every=5,
                       cost=cost.to_json() if cost is not None else "none",
