@@ -274,3 +274,18 @@ def test_the_split_applies_to_the_shipped_sample(root, monkeypatch):
     at.button[0].click().run()
     assert not at.exception and any("holds test examples only" in e.value for e in at.error)
     assert not [j for j in jobs.list_jobs(root) if j.get("kind") == "certify" and j["state"] in jobs.ACTIVE]
+
+
+def test_a_single_stale_record_can_be_deleted(tmp_path, synthetic_checkpoint, monkeypatch):
+    import shutil
+    from csrs_core.store import list_records
+    root = build_case(tmp_path / "ck", synthetic_checkpoint)
+    case = root / "synth"
+    shutil.copy(case / "csmacer.pt", case / "cohen.pt")   # cohen's record now describes other content
+    [stale] = list_records(case / "cohen.pt")
+    assert stale.status == "stale"
+    at = _app(root, monkeypatch)
+    at.switch_page("views/checkpoints.py").run()
+    at.button(key=f"delete_record::{stale.path}").click().run()
+    assert not at.exception and not stale.path.exists()
+    assert [r.status for r in list_records(case / "csmacer.pt")] == ["valid"]

@@ -60,3 +60,15 @@ def delete_checkpoint(path: Path) -> None:
             raise FileWriteError(path.name, exc.strerror or str(exc)) from exc
         shutil.rmtree(certs, ignore_errors=True)
         path.with_suffix(".progress.jsonl").unlink(missing_ok=True)
+
+
+def delete_record(path: Path) -> None:
+    """Delete one certification record file (a stale or corrupt one, say), holding the lock a
+    certification holds while it writes it. ValueError, deleting nothing, while one is writing it."""
+    try:
+        with output_lock(path, timeout=0):
+            path.unlink(missing_ok=True)
+    except OutputBusyError:
+        raise ValueError(f"{path.name} is being written by a running certification: wait for it") from None
+    except OSError as exc:
+        raise FileWriteError(path.name, exc.strerror or str(exc)) from exc

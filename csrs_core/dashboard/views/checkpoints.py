@@ -9,7 +9,7 @@ from csrs_core.atomic import FileWriteError
 from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.store import list_records
 from csrs_core.dashboard.common import inside, is_demo, require_access, select_case
-from csrs_core.dashboard.checkpoint_files import add_uploaded_checkpoint, delete_checkpoint
+from csrs_core.dashboard.checkpoint_files import add_uploaded_checkpoint, delete_checkpoint, delete_record
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Checkpoints")
@@ -70,3 +70,20 @@ if victim != "(choose)":
             else:
                 st.success(f"Deleted {victim}.")
                 st.rerun()
+
+stale = [(path, info) for path in list_checkpoints(root) if ".jobs" not in path.parts
+         for info in list_records(path) if info.status != "valid"]
+if stale:
+    st.subheader("Stale and corrupt certification records")
+    st.caption("Never shown as a checkpoint's result: made from other checkpoint content, or unreadable.")
+    for path, info in stale:
+        label = f"{path.relative_to(root)}: {info.path.name} ({info.status}{': ' + info.reason if info.reason else ''})"
+        if st.button(f"Delete {info.path.name}", key=f"delete_record::{info.path}", help=label):
+            try:
+                delete_record(info.path)
+            except (ValueError, FileWriteError) as exc:
+                st.error(f"Nothing was deleted: {exc}")
+            else:
+                st.success(f"Deleted {label}.")
+                st.rerun()
+        st.caption(label)
