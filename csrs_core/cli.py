@@ -206,7 +206,8 @@ def build_parser():
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("dashboard", help="open the dashboard (loopback only unless --address says otherwise)")
-    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default $CSRS_CHECKPOINTS, else ./checkpoints)")
+    p.add_argument("--checkpoints", default=None, help="checkpoint folder (default $CSRS_CHECKPOINTS, else ./checkpoints "
+                   "when it exists, else the shipped demo, read-only)")
     p.add_argument("--data", default=None, help="data folder (default $CSRS_DATA, else ./data)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
