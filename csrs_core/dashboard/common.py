@@ -227,6 +227,19 @@ def select_case() -> tuple[Path, str | None]:
     return root, case
 
 
+def select_readable_case() -> tuple[Path, str, list[str]]:
+    """select_case() for pages that need a case with a readable checkpoint: (root, case, its class
+    names); otherwise the page says why and stops."""
+    root, case = select_case()
+    if case is None:
+        st.stop()
+    classes = case_classes(root, case)
+    if classes is None:
+        st.error(f"No readable checkpoint in {root / case}.")
+        st.stop()
+    return root, case, classes
+
+
 def case_classes(root: Path, case: str) -> list[str] | None:
     for meta in checkpoints_in_case(root, case).values():
         if isinstance(meta, dict):

@@ -21,8 +21,8 @@ from csrs_core import explain as ex
 from csrs_core.comparison import difference_lines
 from csrs_core.data import load_dataset
 from csrs_core.dashboard import figures
-from csrs_core.dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case,
-                                        current_cost, load_cached_record, require_access, select_case)
+from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
+                                        load_cached_record, require_access, select_readable_case)
 from csrs_core.dashboard.cost_editor import cost_tools
 
 PAGE_SIZE = 24
@@ -228,13 +228,7 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
 
 
 # the page -------------------------------------------------------------------------------------------
-root, case = select_case()
-if case is None:
-    st.stop()
-classes = case_classes(root, case)
-if classes is None:
-    st.error(f"No readable checkpoint in {root / case}.")
-    st.stop()
+root, case, classes = select_readable_case()
 sample_path = root / case / SAMPLE_FILE
 if not sample_path.is_file():
     st.info(f"This case has no test sample ({SAMPLE_FILE} beside its checkpoints), so there are no images to show. "

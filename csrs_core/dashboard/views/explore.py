@@ -14,19 +14,13 @@ from csrs_core.report import metrics_row, to_latex, with_holm
 from csrs_core.stats import paired_comparison
 from csrs_core.store import recertify_command
 from csrs_core.dashboard import figures
-from csrs_core.dashboard.common import (case_classes, case_listing, certificate_table, checkpoints_in_case,
-                                        current_cost, load_cached_record, require_access, select_case)
+from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
+                                        load_cached_record, require_access, select_readable_case)
 from csrs_core.dashboard.cost_editor import cost_grid, cost_tools
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
-root, case = select_case()
-if case is None:
-    st.stop()
-classes = case_classes(root, case)
-if classes is None:
-    st.error(f"No readable checkpoint in {root / case}.")
-    st.stop()
+root, case, classes = select_readable_case()
 metas = {name: meta for name, meta in checkpoints_in_case(root, case).items() if isinstance(meta, dict)}
 foreign = [name for name, meta in metas.items() if meta["classes"] != classes]
 if foreign:  # a case compares checkpoints of one class list; the others are named, never compared
