@@ -23,6 +23,19 @@ def build_case(root: Path, base_checkpoint: Path) -> Path:
     return root
 
 
+APP = str(Path(__file__).resolve().parents[1] / "csrs_core" / "dashboard" / "app.py")
+
+
+def open_app(root: Path, monkeypatch):
+    """The dashboard on checkpoint folder `root` under AppTest, run once, without an exception."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def click_grid(at, matrix) -> None:
     """What the browser sends when a cell of the cost grid is clicked (the grid's one-shot trigger
     "matrix" with the whole matrix), then the rerun; AppTest has no handle on browser-side elements."""

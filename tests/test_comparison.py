@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from csrs_core import cli
 from csrs_core.comparison import choose_together, describe_differences
@@ -16,8 +15,8 @@ from csrs_core.data import load_dataset
 from csrs_core.report import report_table
 from csrs_core.runner import certify_counts
 from csrs_core.store import RecordInfo, cert_dir, choose_records, list_records, load_record, write_record
+from dashboard_fixtures import open_app
 
-APP = str(Path(__file__).resolve().parents[1] / "csrs_core" / "dashboard" / "app.py")
 BUDGET_LINE = "a: n = 400, b: n = 40"
 
 
@@ -150,12 +149,7 @@ def test_examples_that_read_alike_are_told_apart():
     assert describe_differences({"a": _info(40), "b": _info(40, created=5.0)}) == []
 
 
-def _app(root, monkeypatch):
-    monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+_app = open_app
 
 
 def _budget_warnings(at):

@@ -11,9 +11,8 @@ from csrs_core.certify import certify_from_counts
 from csrs_core.cost import CostMatrix
 from csrs_core.metrics import summarize
 
-from dashboard_fixtures import build_case, click_grid
+from dashboard_fixtures import APP, build_case, click_grid, open_app
 
-APP = str(Path(__file__).resolve().parents[1] / "csrs_core" / "dashboard" / "app.py")
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +20,7 @@ def root(tmp_path_factory, synthetic_checkpoint):
     return build_case(tmp_path_factory.mktemp("dash"), synthetic_checkpoint)
 
 
-def _app(root, monkeypatch):
-    monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+_app = open_app
 
 
 def _expected(root, name, cost, eps=0.25):

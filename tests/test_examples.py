@@ -1,7 +1,6 @@
 """The Examples page: the per-example logic (csrs_core.explain) against direct bound computations,
 its figure, and the page under Streamlit's AppTest on the synthetic case."""
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,7 +143,6 @@ def test_vote_histogram_spec_does_not_depend_on_the_numbers():
 
 
 # the page -------------------------------------------------------------------------------------------
-APP = str(Path(__file__).resolve().parents[1] / "csrs_core" / "dashboard" / "app.py")
 PAGE = "views/examples.py"
 
 
@@ -156,6 +154,7 @@ def root(tmp_path_factory, synthetic_checkpoint):
 
 def _open(root, monkeypatch, example=None):
     from streamlit.testing.v1 import AppTest
+    from dashboard_fixtures import APP
     monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
     at = AppTest.from_file(APP, default_timeout=60)
     if example is not None:
