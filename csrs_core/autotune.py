@@ -33,6 +33,11 @@ STABLE = 0.8              # the best candidate's two rounds must agree within th
 DRIFT = (0.6, 1.4)        # a job's own rate outside this share of the cached rate discards the cache entry
 
 
+def middle_batch(batches: tuple) -> int:
+    """Where measuring starts, and the batch of a job too small to measure for."""
+    return batches[(len(batches) - 1) // 2]
+
+
 @dataclass
 class Plan:
     """How stage A runs: the model, its precision and batch, and whether to compile it."""
@@ -106,7 +111,7 @@ def measure_eager(model, device, image_shape, precisions, batches, seconds: floa
     def measure(p, b):
         return forward_rate(model, device, p, b, image_shape, seconds=seconds)
 
-    middle = (len(batches) - 1) // 2
+    middle = batches.index(middle_batch(batches))
     rates = {f"eager/{p}/{batches[middle]}": measure(p, batches[middle]) for p in precisions}
     best = max(rates.values())
     for p in precisions:
@@ -183,7 +188,7 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     rates = None if remeasure else _load_table().get(key)
     if rates is None and samples < MEASURE_WORTH_SAMPLES:
         fallback = "fp32" if precision == "auto" else precision
-        return Plan(model, fallback, batches[len(batches) // 2] if batch is None else batch)
+        return Plan(model, fallback, middle_batch(batches) if batch is None else batch)
     cacheable = True
     if rates is None:
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)

@@ -54,12 +54,14 @@ def cmd_certify(a):
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
                                 sigma=record.meta["sigma"], alpha=s["alpha"], mode=s["mode"])
     summary = summarize(table, s["eps"])
-    costs = certified_cost(record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"],
-                           alpha=s["alpha"], eps=s["eps"], mode=s["mode"])
+    costs = None if cost.is_binary and not s["out"] else certified_cost(
+        record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"], alpha=s["alpha"],
+        eps=s["eps"], mode=s["mode"])
     if s["out"]:  # written before anything is printed, so a closed pipe cannot lose it
         from csrs_core.atomic import atomic_write_text
-        table = table.assign(index=record.indices, certified_cost=costs)
-        atomic_write_text(s["out"], table[["index", *table.columns[:-2], "certified_cost"]].to_csv(index=False))
+        table.insert(0, "index", record.indices)
+        table["certified_cost"] = costs
+        atomic_write_text(s["out"], table.to_csv(index=False))
     source = "reused cached counts" if record.from_cache else "sampled"
     if record.reused:
         source += f" ({record.reused} examples reused from an overlapping record)"
