@@ -12,8 +12,8 @@ class CSRSError(Exception):
 
 # The public API, imported on first use: `import csrs_core` stays light, and stage B (CostMatrix,
 # certify_from_counts) never needs torch; SmoothedClassifier (torch) loads only when asked for.
-_LAZY = {"CostMatrix": "csrs_core.cost", "certify_from_counts": "csrs_core.certify",
-         "SmoothedClassifier": "csrs_core.smoothed"}
+_LAZY = {"CostMatrix": "csrs_core.certification.cost", "certify_from_counts": "csrs_core.certification.certificates",
+         "SmoothedClassifier": "csrs_core.sampling.smoothed"}
 __all__ = ["CSRSError", "__version__", *_LAZY]
 
 

@@ -1,3 +1,3 @@
-from csrs_core.cli import main
+from csrs_core.cli.commands import main
 
 raise SystemExit(main())

@@ -32,9 +32,9 @@ from pathlib import Path
 import psutil
 
 from csrs_core import CSRSError
-from csrs_core.atomic import atomic_write_text
-from csrs_core.locks import OutputBusyError, output_lock
-from csrs_core.progress import read_progress
+from csrs_core.runtime.atomic import atomic_write_text
+from csrs_core.runtime.locks import OutputBusyError, output_lock
+from csrs_core.runtime.progress import read_progress
 
 ACTIVE = ("queued", "running", "orphaned")  # still writing (or about to write) their output; cancellable
 FINISHED = ("done", "failed", "cancelled", "interrupted")

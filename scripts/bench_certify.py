@@ -2,8 +2,8 @@
 
 1. The limit: bare forward throughput (argmax included) of the model for every precision (fp32,
    bf16; fp16 too on GPUs) x eager / torch.compile x batch size; the fastest is the reference.
-2. Stage A (csrs_core.sampling.sample_counts: per-example noise streams, noise added in fp32,
-   counting) at the plan `--precision auto` chooses (csrs_core.autotune), at n = 1,000 and n = 100
+2. Stage A (csrs_core.sampling.counts.sample_counts: per-example noise streams, noise added in fp32,
+   counting) at the plan `--precision auto` chooses (csrs_core.sampling.plan), at n = 1,000 and n = 100
    per image. RATIO = stage A / fastest bare forward. Goal >= 0.9.
 3. A simple per-image loop for comparison (the structure of Cohen et al.'s Smooth.certify, written
    here: per image, batches of noisy copies, forward, bincount), at the same precision and batch.
@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from csrs_core.autotune import BATCHES, PRECISIONS, choose_plan, compile_model, forward_rate, machine_id
-from csrs_core.certify import certify_from_counts
-from csrs_core.checkpoints import load_model
-from csrs_core.cost import CostMatrix
+from csrs_core.sampling.plan import BATCHES, PRECISIONS, choose_plan, compile_model, forward_rate, machine_id
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.models.checkpoints import load_model
+from csrs_core.certification.cost import CostMatrix
 from csrs_core.data import load_dataset
-from csrs_core.device import autocast, pick_device
-from csrs_core.metrics import summarize
-from csrs_core.models import build_model
-from csrs_core.sampling import sample_counts
+from csrs_core.runtime.device import autocast, pick_device
+from csrs_core.certification.metrics import summarize
+from csrs_core.models.architectures import build_model
+from csrs_core.sampling.counts import sample_counts
 
 
 def stage_a(model, device, precision, batch, size, n, examples):

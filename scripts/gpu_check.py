@@ -46,9 +46,9 @@ if str(ROOT) not in sys.path:
 WHEELS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
           "PIL": "pillow", "pytest": "pytest", "psutil": "psutil", "filelock": "filelock", "tqdm": "tqdm"}
 CUDA_WHEELS = {"triton": "triton"}  # torch.compile's GPU code generator
-CSRS_MODULES = ("csrs_core", "csrs_core.models", "csrs_core.checkpoints", "csrs_core.data", "csrs_core.sampling",
-                "csrs_core.autotune", "csrs_core.device", "csrs_core.runner", "csrs_core.store", "csrs_core.certify",
-                "csrs_core.cost", "csrs_core.metrics", "csrs_core.losses", "csrs_core.training", "csrs_core.cli")
+CSRS_MODULES = ("csrs_core", "csrs_core.models.architectures", "csrs_core.models.checkpoints", "csrs_core.data", "csrs_core.sampling.counts",
+                "csrs_core.sampling.plan", "csrs_core.runtime.device", "csrs_core.sampling.stage_a", "csrs_core.sampling.store", "csrs_core.certification.certificates",
+                "csrs_core.certification.cost", "csrs_core.certification.metrics", "csrs_core.training.losses", "csrs_core.training.loop", "csrs_core.cli.commands")
 BIG_JOB = (10_000, 100, 100_000)  # images, n0, n: the certification the extrapolation is for
 FAMILY_ALPHA = 0.001              # family-wise error of the agreement tests (Bonferroni)
 
@@ -59,7 +59,7 @@ class Sizes:
     arch: str
     batches: tuple
     bare_seconds: float
-    compile_backend: str          # "project": csrs_core.autotune.compile_model; "eager": dynamo only
+    compile_backend: str          # "project": csrs_core.sampling.plan.compile_model; "eager": dynamo only
     compile_precisions: int       # at most this many precisions compiled (best eager first)
     stage_a_n0: int
     stage_a_n: int
@@ -255,7 +255,7 @@ def bare_rate(model, device, precision: str, batch: int, seconds: float, warmup:
     """Images/s of model(x).argmax(1) on a fixed batch, after `warmup` calls (a compiled model
     compiles and records its CUDA graphs there), timed between two synchronisations."""
     import torch
-    from csrs_core.device import autocast
+    from csrs_core.runtime.device import autocast
     x = torch.rand((batch, 3, size, size), device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
         for _ in range(warmup):
@@ -270,9 +270,9 @@ def bare_rate(model, device, precision: str, batch: int, seconds: float, warmup:
 
 
 def random_checkpoint(path: Path, arch: str, num_classes: int = 10):
-    """An untrained `arch` saved as a CSRS checkpoint (what certify_counts takes)."""
-    from csrs_core.checkpoints import save_checkpoint
-    from csrs_core.models import build_model
+    """An untrained `arch` saved as a CSRS checkpoint (what counts_record takes)."""
+    from csrs_core.models.checkpoints import save_checkpoint
+    from csrs_core.models.architectures import build_model
     model = build_model(arch, num_classes, [0.5] * 3, [0.25] * 3)
     save_checkpoint(path, model, {"arch": arch, "classes": [f"c{i}" for i in range(num_classes)],
                                   "dataset": "gpu-check-random", "sigma": 0.25, "method": "untrained",
@@ -485,15 +485,15 @@ def _pytest(ctx: Check, res: dict, group: str, node_ids: list) -> list:
     return [] if rc == 0 else [f"{group}: pytest exit code {rc}: {lines[-1] if lines else ''}"]
 
 
-@step("throughput", "bare forward (ResNet-110 on the GPU) and stage A (certify_counts, precision auto)",
+@step("throughput", "bare forward (ResNet-110 on the GPU) and stage A (counts_record, precision auto)",
       estimate=(90, 6), cap=(230, 20))
 def step_throughput(ctx: Check, res: dict) -> None:
     """The limit (fastest bare forward over precision x eager/compiled x batch), then stage A
-    through csrs_core.runner.certify_counts at precision auto, its ratio to the limit, and the
+    through csrs_core.sampling.stage_a.counts_record at precision auto, its ratio to the limit, and the
     wall time it implies for BIG_JOB."""
     import torch
-    from csrs_core.autotune import PRECISIONS
-    from csrs_core.models import build_model
+    from csrs_core.sampling.plan import PRECISIONS
+    from csrs_core.models.architectures import build_model
     s, dev = ctx.sizes, ctx.device()
     kind = "cuda" if dev.type == "cuda" else "cpu"
     precisions = PRECISIONS[kind]
@@ -522,7 +522,7 @@ def _compiled_rates(ctx, model, dev, precisions, rates, reserve) -> dict:
     """Adds 'compiled/p/b' rates (each precision at its best eager batch, best precisions first)
     while the step's time allows; returns each compile's seconds (or why there is none)."""
     import torch
-    from csrs_core.autotune import compile_model
+    from csrs_core.sampling.plan import compile_model
     s = ctx.sizes
     order = sorted(precisions, key=lambda p: -max(v for k, v in rates.items() if k.split("/")[1] == p))
     order = order[:s.compile_precisions]
@@ -558,16 +558,16 @@ def _compiled_rates(ctx, model, dev, precisions, rates, reserve) -> dict:
 
 
 def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
-    """certify_counts on random images with a random-weight checkpoint of the same architecture:
+    """counts_record on random images with a random-weight checkpoint of the same architecture:
     a warm-up job large enough to be measured (the plan is cached), then the timed job."""
-    from csrs_core.autotune import MEASURE_WORTH_SAMPLES
-    from csrs_core.runner import certify_counts
+    from csrs_core.sampling.plan import MEASURE_WORTH_SAMPLES
+    from csrs_core.sampling.stage_a import counts_record
     s = ctx.sizes
     per_image = s.stage_a_n0 + s.stage_a_n
     ckpt = random_checkpoint(ctx.tmp / f"{s.arch}-random.pt", s.arch)
     warm = max(2, -(-MEASURE_WORTH_SAMPLES // per_image)) if not ctx.dry else 2
     t = time.monotonic()
-    certify_counts(ckpt, random_images(warm, 10**6), s.stage_a_n0, s.stage_a_n, device=str(dev), precision="auto")
+    counts_record(ckpt, random_images(warm, 10**6), s.stage_a_n0, s.stage_a_n, device=str(dev), precision="auto")
     res["warmup_seconds"] = round(time.monotonic() - t, 1)
     ctx.log(f"stage A warm-up: {warm} images x {per_image} (measures and caches the auto plan) "
             f"{res['warmup_seconds']:.1f} s")
@@ -577,7 +577,7 @@ def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
     count = max(count, 1)
     data = random_images(count, 0)
     t = time.perf_counter()
-    record = certify_counts(ckpt, data, s.stage_a_n0, s.stage_a_n, device=str(dev), precision="auto")
+    record = counts_record(ckpt, data, s.stage_a_n0, s.stage_a_n, device=str(dev), precision="auto")
     sync(dev)
     wall = time.perf_counter() - t
     rate = count * per_image / wall
@@ -596,7 +596,7 @@ def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
                       "big_job_hours_compiled_projection":
                           samples / (best_compiled * own) / 3600 if best_compiled else None}
     ctx.shared["stage_a_rate"] = rate
-    ctx.log(f"stage A (certify_counts, precision auto -> {plan}): {count} images x (n0 {s.stage_a_n0} + n "
+    ctx.log(f"stage A (counts_record, precision auto -> {plan}): {count} images x (n0 {s.stage_a_n0} + n "
             f"{s.stage_a_n}) in {wall:.1f} s = {rate:.0f} images/s")
     ctx.log(f"RATIO stage A / fastest bare forward ({fastest}) = {ratio:.3f}; / bare forward at its own plan "
             f"({plan}, {rates[plan]:.0f}/s) = {own:.3f}")
@@ -610,7 +610,7 @@ def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
 
 def _plan_model(ckpt, dev):
     import torch
-    from csrs_core.checkpoints import load_model
+    from csrs_core.models.checkpoints import load_model
     return load_model(ckpt)[0].to(dev).eval().to(memory_format=torch.channels_last)
 
 
@@ -621,10 +621,10 @@ def step_decisions(ctx: Check, res: dict) -> None:
     and the other precisions with the same noise, then a certification on this device compared
     with the stored CPU record (same examples, n0, n, seed, precision; other noise generator)."""
     import numpy as np
-    from csrs_core.autotune import PRECISIONS, choose_plan
-    from csrs_core.checkpoints import load_model
+    from csrs_core.sampling.plan import PRECISIONS, choose_plan
+    from csrs_core.models.checkpoints import load_model
     from csrs_core.data import load_dataset
-    from csrs_core.sampling import sample_counts
+    from csrs_core.sampling.counts import sample_counts
     s, dev = ctx.sizes, ctx.device()
     ckpt, sample = ROOT / ctx.args.checkpoint, ROOT / ctx.args.sample
     model, meta = load_model(ckpt)
@@ -659,13 +659,13 @@ def step_decisions(ctx: Check, res: dict) -> None:
 
 
 def _against_stored(ctx, res, dev, ckpt: Path, data) -> None:
-    """certify_counts on this device (a copy of the checkpoint, so nothing is written beside the
+    """counts_record on this device (a copy of the checkpoint, so nothing is written beside the
     shipped one) with the stored CPU record's settings, then compare_votes on the two."""
-    from csrs_core.certify import certify_from_counts
-    from csrs_core.cost import CostMatrix
-    from csrs_core.metrics import summarize
-    from csrs_core.runner import certify_counts
-    from csrs_core.store import list_records, load_record
+    from csrs_core.certification.certificates import certify_from_counts
+    from csrs_core.certification.cost import CostMatrix
+    from csrs_core.certification.metrics import summarize
+    from csrs_core.sampling.stage_a import counts_record
+    from csrs_core.sampling.store import list_records, load_record
     s = ctx.sizes
     stored = [r for r in list_records(ckpt) if r.status == "valid" and r.meta.get("device_type") == "cpu"]
     if not stored:
@@ -689,7 +689,7 @@ def _against_stored(ctx, res, dev, ckpt: Path, data) -> None:
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ckpt, copy)
     t = time.perf_counter()
-    new = certify_counts(copy, part, n0, n, seed=rm["seed"], device=str(dev), precision=precision)
+    new = counts_record(copy, part, n0, n, seed=rm["seed"], device=str(dev), precision=precision)
     wall = time.perf_counter() - t
     ctx.log(f"certified {len(part)} examples x (n0 {n0} + n {n}) on {dev} at {precision} (stored record "
             f"{info.path.name}: {rm['device']}, {rm['precision']}, n0 {rm['n0']}, n {rm['n']}) in {wall:.1f} s")
@@ -731,11 +731,11 @@ def step_smoothed_classifier(ctx: Check, res: dict) -> None:
     import torch
 
     import csrs_core
-    from csrs_core.certify import certify_from_counts
-    from csrs_core.checkpoints import load_model
-    from csrs_core.cost import CostMatrix
+    from csrs_core.certification.certificates import certify_from_counts
+    from csrs_core.models.checkpoints import load_model
+    from csrs_core.certification.cost import CostMatrix
     from csrs_core.data import load_dataset
-    from csrs_core.sampling import sample_counts
+    from csrs_core.sampling.counts import sample_counts
     cls = getattr(csrs_core, "SmoothedClassifier", None)
     if cls is None:
         ctx.log("csrs_core.SmoothedClassifier is absent")
@@ -802,9 +802,9 @@ def step_training(ctx: Check, res: dict) -> None:
     also MACER as bench_train.py calls it (parts as floats: a host synchronisation per step)."""
     import torch
     import torch.nn.functional as F
-    from csrs_core.cost import CostMatrix
-    from csrs_core.losses import cs_macer_loss, macer_loss
-    from csrs_core.models import build_model
+    from csrs_core.certification.cost import CostMatrix
+    from csrs_core.training.losses import cs_macer_loss, macer_loss
+    from csrs_core.models.architectures import build_model
     bench = _load_script("bench_train")
     s, dev = ctx.sizes, ctx.device()
     cost = torch.as_tensor(CostMatrix.seedwise(10, [3]).matrix, device=dev)
@@ -859,10 +859,10 @@ def step_distributed(ctx: Check, res: dict) -> None:
     the CPU with gloo."""
     import numpy as np
     import torch
-    from csrs_core.checkpoints import load_model
+    from csrs_core.models.checkpoints import load_model
     from csrs_core.data import load_dataset, select_examples
-    from csrs_core.sampling import sample_counts
-    from csrs_core.store import cert_dir, list_records, load_record
+    from csrs_core.sampling.counts import sample_counts
+    from csrs_core.sampling.store import cert_dir, list_records, load_record
     s, dev = ctx.sizes, ctx.device()
     gpus = torch.cuda.device_count()
     if dev.type == "cuda" and gpus < 2:

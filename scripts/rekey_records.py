@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from csrs_core.checkpoints import file_digest
-from csrs_core.store import FORMAT, key_name, write_record
+from csrs_core.models.checkpoints import file_digest
+from csrs_core.sampling.store import FORMAT, key_name, write_record
 
 LEGACY_SCHEME = "csrs-noise-v1"
 

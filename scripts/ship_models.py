@@ -24,12 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from csrs_core.certify import certified_cost, certify_from_counts
-from csrs_core.checkpoints import file_digest
-from csrs_core.cost import parse_cost
+from csrs_core.certification.certificates import certified_cost, certify_from_counts
+from csrs_core.models.checkpoints import file_digest
+from csrs_core.certification.cost import parse_cost
 from csrs_core.data import load_dataset, select_examples
-from csrs_core.metrics import summarize
-from csrs_core.runner import certify_counts
+from csrs_core.certification.metrics import summarize
+from csrs_core.sampling.stage_a import counts_record
 
 REPO = Path(__file__).resolve().parents[1]
 WARM = ["--batch", "64", "--lr", "0.01", "--gauss-num", "8"]
@@ -76,7 +76,7 @@ def metrics(record, spec: str, eps: float) -> dict:
 
 
 def val_metrics(ckpt: Path, val, case: dict) -> dict:
-    record = certify_counts(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
+    record = counts_record(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
     overall, sensitive = metrics(record, "overall", case["eps"]), metrics(record, case["cost"], case["eps"])
     return {"acc": overall["acc"], "balanced_acc": overall["balanced_acc"], "certified": overall["rob_std"],
             "rob_cs": sensitive["rob_cs"]}
@@ -98,7 +98,7 @@ def ship(name: str, source: Path, sample) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or file_digest(dest) != file_digest(source):
         shutil.copy(source, dest)
-    certify_counts(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
+    counts_record(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
                    command=f"csrs certify --checkpoint checkpoints/{name}.pt --dataset "
                            f"sample:checkpoints/{case}/test-sample.npz --n0 100 --n 1000 --precision bf16")
 
@@ -115,7 +115,7 @@ def cost10(work: Path):
         ckpt = train(work, case, f"{COST10['name']}-lam{lam}", "--method", "cs-macer", "--cost", COST10["cost"],
                      "--lam", lam, *warm)
         results[ckpt.stem] = val_metrics(ckpt, val, case)
-        record = certify_counts(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
+        record = counts_record(ckpt, val, n0=32, n=200, precision="bf16", batch=128)
         cost = parse_cost(COST10["cost"], 2, record.meta["classes"])
         results[ckpt.stem]["expected_cost"] = float(certified_cost(record.counts0, record.counts, record.labels, cost,
                                                                    record.meta["sigma"], eps=case["eps"]).mean())

@@ -26,7 +26,7 @@ def real_data():
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory):
     """A Gaussian-trained resnet8 on the synthetic set (trained once per session)."""
-    from csrs_core.training import TrainConfig, train
+    from csrs_core.training.loop import TrainConfig, train
     out = tmp_path_factory.mktemp("ckpt") / "synth"
     train(TrainConfig(method="gaussian", dataset="synthetic", out=str(out), arch="resnet8", epochs=2,
                       batch=32, lr=0.05, threads=2))

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from csrs_core.runner import certify_counts
+from csrs_core.sampling.stage_a import counts_record
 from csrs_core.data import load_dataset
-from csrs_core.training import TrainConfig, train
+from csrs_core.training.loop import TrainConfig, train
 
 
 def build_case(root: Path, base_checkpoint: Path) -> Path:
@@ -18,7 +18,7 @@ def build_case(root: Path, base_checkpoint: Path) -> Path:
                       init=str(base_checkpoint), threads=2))
     data = load_dataset("synthetic", "test")
     for name in ("cohen", "csmacer"):
-        certify_counts(case / f"{name}.pt", data, n0=20, n=100, batch=400)
+        counts_record(case / f"{name}.pt", data, n0=20, n=100, batch=400)
     data.save_sample(case / "test-sample.npz")
     return root
 

@@ -3,7 +3,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import binom
 
-from csrs_core.bounds import lower_confidence_bound, max_certifiable_radius, upper_confidence_bound
+from csrs_core.certification.bounds import lower_confidence_bound, max_certifiable_radius, upper_confidence_bound
 
 
 def _lcb_by_root(k, n, a):

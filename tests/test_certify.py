@@ -5,13 +5,13 @@ import pytest
 from scipy.stats import beta, norm
 
 from csrs_core import CSRSError
-from csrs_core.certify import certify_from_counts, smoothed_confusion
-from csrs_core.cost import CostMatrix
-from csrs_core.metrics import eps_curve, per_class, summarize
+from csrs_core.certification.certificates import certify_from_counts, smoothed_confusion
+from csrs_core.certification.cost import CostMatrix
+from csrs_core.certification.metrics import eps_curve, per_class, summarize
 
 
 def reference_algorithm1(c0, c, y, omega, sigma, alpha, mode):
-    """Plain per-example Algorithm 1 with scipy.stats (independent of csrs_core.bounds)."""
+    """Plain per-example Algorithm 1 with scipy.stats (independent of csrs_core.certification.bounds)."""
     n = int(sum(c))
     ca = int(np.argmax(c0))
     def lcb(k, a):

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csrs_core import cli
-from csrs_core.comparison import choose_together, describe_differences
+from csrs_core.cli import commands as cli
+from csrs_core.certification.comparisons import choose_together, describe_differences
 from csrs_core.data import load_dataset
-from csrs_core.report import report_table
-from csrs_core.runner import certify_counts
-from csrs_core.store import RecordInfo, cert_dir, choose_records, list_records, load_record, write_record
+from csrs_core.cli.report import report_table
+from csrs_core.sampling.stage_a import counts_record
+from csrs_core.sampling.store import RecordInfo, cert_dir, choose_records, list_records, load_record, write_record
 from dashboard_fixtures import open_app
 
 BUDGET_LINE = "a: n = 400, b: n = 40"
@@ -32,8 +32,8 @@ def case(tmp_path, synthetic_checkpoint):
     folder.mkdir(parents=True)
     for name in ("a", "b"):
         shutil.copy(synthetic_checkpoint, folder / f"{name}.pt")
-    certify_counts(folder / "a.pt", _twenty(), n0=10, n=400, batch=400)
-    certify_counts(folder / "b.pt", _twenty(), n0=10, n=40, batch=400)
+    counts_record(folder / "a.pt", _twenty(), n0=10, n=400, batch=400)
+    counts_record(folder / "b.pt", _twenty(), n0=10, n=40, batch=400)
     return folder
 
 
@@ -68,7 +68,7 @@ def test_report_names_a_difference_in_n(case, capsys):
 
 
 def test_records_of_equal_n_are_the_ones_compared(case, capsys):
-    certify_counts(case / "a.pt", _twenty(), n0=10, n=40, batch=400)    # a now also has an n = 40 record
+    counts_record(case / "a.pt", _twenty(), n0=10, n=40, batch=400)    # a now also has an n = 40 record
     rep = report_table(case, "seedwise:1", eps=0.1, baseline="a")
     [a40] = [r for r in list_records(case / "a.pt") if r.meta["n"] == 40]
     assert rep.table.set_index("checkpoint").loc["a", "record"] == a40.path.name
@@ -162,7 +162,7 @@ def test_explore_names_the_difference_of_the_records_shown(case, monkeypatch):
     [warning] = _budget_warnings(at)
     assert BUDGET_LINE in warning
     # with equal-n records for both, those are shown by default, and nothing is flagged
-    certify_counts(case / "a.pt", _twenty(), n0=10, n=40, batch=400)
+    counts_record(case / "a.pt", _twenty(), n0=10, n=40, batch=400)
     at = _app(root, monkeypatch)
     choice = at.selectbox(key="record::synth::a")
     assert "n=40," in choice.format_func(choice.value)

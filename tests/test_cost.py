@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
+from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
 
 
 def test_presets_and_omega():

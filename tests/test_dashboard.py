@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from csrs_core.store import list_records, load_record
-from csrs_core.certify import certify_from_counts
-from csrs_core.cost import CostMatrix
-from csrs_core.metrics import summarize
+from csrs_core.sampling.store import list_records, load_record
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.certification.cost import CostMatrix
+from csrs_core.certification.metrics import summarize
 
 from dashboard_fixtures import APP, build_case, click_grid, open_app
 
@@ -200,15 +200,15 @@ def test_explore_offers_a_choice_of_records_and_flags_stale_ones(tmp_path, monke
     import shutil
     import numpy as np
     from csrs_core.data import load_dataset
-    from csrs_core.runner import certify_counts
+    from csrs_core.sampling.stage_a import counts_record
     case = tmp_path / "ck" / "synth"
     case.mkdir(parents=True)
     shutil.copy(synthetic_checkpoint, case / "a.pt")
     shutil.copy(synthetic_checkpoint, case / "b.pt")
     data = load_dataset("synthetic", "test")
-    certify_counts(case / "a.pt", data, n0=10, n=40, batch=64)
-    certify_counts(case / "a.pt", data.subset(np.arange(20)), n0=10, n=80, batch=64)
-    certify_counts(case / "b.pt", data, n0=10, n=40, batch=64)
+    counts_record(case / "a.pt", data, n0=10, n=40, batch=64)
+    counts_record(case / "a.pt", data.subset(np.arange(20)), n0=10, n=80, batch=64)
+    counts_record(case / "b.pt", data, n0=10, n=40, batch=64)
     at = _app(tmp_path / "ck", monkeypatch)
     choice = at.selectbox(key="record::synth::a")
     assert len(choice.options) == 2
@@ -241,8 +241,8 @@ def test_a_case_holds_one_class_list(tmp_path, synthetic_checkpoint, monkeypatch
     folder is named and left out of Explore, never a traceback."""
     import shutil
     from csrs_core import jobs
-    from csrs_core.checkpoints import save_checkpoint
-    from csrs_core.models import build_model
+    from csrs_core.models.checkpoints import save_checkpoint
+    from csrs_core.models.architectures import build_model
     root = build_case(tmp_path / "ck", synthetic_checkpoint)
     at = _app(root, monkeypatch)
     at.switch_page("views/train.py").run()
@@ -272,7 +272,7 @@ def test_the_split_applies_to_the_shipped_sample(root, monkeypatch):
 
 def test_a_single_stale_record_can_be_deleted(tmp_path, synthetic_checkpoint, monkeypatch):
     import shutil
-    from csrs_core.store import list_records
+    from csrs_core.sampling.store import list_records
     root = build_case(tmp_path / "ck", synthetic_checkpoint)
     case = root / "synth"
     shutil.copy(case / "csmacer.pt", case / "cohen.pt")   # cohen's record now describes other content

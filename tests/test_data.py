@@ -75,7 +75,7 @@ def test_ham10000_grouping_and_lesion_split(real_data):
     import csv
     import io
     import zipfile
-    from csrs_core.data import _ham_split_of
+    from csrs_core.data.sources import ham_split_of
     tr = load_dataset("ham10000", "train", root=real_data, image_size=32)
     va = load_dataset("ham10000", "val", root=real_data, image_size=32)
     te = load_dataset("ham10000", "test", root=real_data, image_size=32)
@@ -87,7 +87,7 @@ def test_ham10000_grouping_and_lesion_split(real_data):
         rows = list(csv.DictReader(io.StringIO(z.read(name).decode())))
     splits = {}
     for r in rows:
-        splits.setdefault(r["lesion_id"], set()).add(_ham_split_of(r["lesion_id"]))
+        splits.setdefault(r["lesion_id"], set()).add(ham_split_of(r["lesion_id"]))
     assert all(len(s) == 1 for s in splits.values())          # no lesion in both splits
     assert 0.15 < len(te) / 10_015 < 0.25
     assert len(te) == 1981  # the test split is the one the shipped results were certified on

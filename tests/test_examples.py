@@ -1,4 +1,4 @@
-"""The Examples page: the per-example logic (csrs_core.explain) against direct bound computations,
+"""The Examples page: the per-example logic (csrs_core.certification.explain) against direct bound computations,
 its figure, and the page under Streamlit's AppTest on the synthetic case."""
 import shutil
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from csrs_core import explain as ex
-from csrs_core.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
-from csrs_core.certify import certify_from_counts
-from csrs_core.cost import CostMatrix
+from csrs_core.certification import explain as ex
+from csrs_core.certification.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.certification.cost import CostMatrix
 
 SIGMA, ALPHA = 0.25, 0.001
 NAMES = ["red", "green", "blue", "grey"]
@@ -174,7 +174,7 @@ def _sample_indices(root):
 
 
 def _outcomes(root, name, eps=None):
-    from csrs_core.store import list_records, load_record
+    from csrs_core.sampling.store import list_records, load_record
     [info] = list_records(root / "synth" / f"{name}.pt")
     rec = load_record(info.path)
     t = certify_from_counts(rec.counts0, rec.counts, rec.labels, COST, sigma=rec.meta["sigma"], alpha=ALPHA)
@@ -219,7 +219,7 @@ def test_example_in_the_address_opens_it_with_its_numbers(root, monkeypatch):
     index = int(indices[7])
     at = _open(root, monkeypatch, str(index))
     assert any(h.value.startswith(f"Example {index}: true class {NAMES[labels[7]]}") for h in at.subheader)
-    from csrs_core.store import list_records, load_record
+    from csrs_core.sampling.store import list_records, load_record
     [info] = list_records(root / "synth" / "cohen.pt")
     rec = load_record(info.path)
     row = int(np.flatnonzero(rec.indices == index)[0])

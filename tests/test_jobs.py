@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from csrs_core import CSRSError, jobs
-from csrs_core.locks import OutputBusyError, output_lock
+from csrs_core.runtime.locks import OutputBusyError, output_lock
 
 TINY = ["train", "--method", "gaussian", "--dataset", "synthetic", "--arch", "resnet8", "--epochs", "1",
         "--batch", "32", "--threads", "1", "--max-steps-per-epoch", "3"]
@@ -248,7 +248,7 @@ def test_corrupt_job_folders_are_listed_as_broken_and_block_nothing(tmp_path):
 
 # --- (f) one writer per output ------------------------------------------------------------------------
 
-_HOLD = "from csrs_core.locks import output_lock\nimport sys, time\nwith output_lock(sys.argv[1]):\n" \
+_HOLD = "from csrs_core.runtime.locks import output_lock\nimport sys, time\nwith output_lock(sys.argv[1]):\n" \
         "    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n"
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from csrs_core.cost import CostMatrix
-from csrs_core.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
+from csrs_core.certification.cost import CostMatrix
+from csrs_core.training.losses import cohen_r_loss, cs_macer_loss, gaussian_loss, macer_loss
 
 
 def _phi_inv(p):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from csrs_core.cli import build_parser
-from csrs_core.options import CERTIFY, REPORT, TRAIN
+from csrs_core.cli.commands import build_parser
+from csrs_core.cli.options import CERTIFY, REPORT, TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ def test_the_wheel_holds_only_csrs_core_with_the_dashboard_and_the_demo(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         entry = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "csrs = csrs_core.cli:main_exit" in entry
+    assert "csrs = csrs_core.cli.commands:main_exit" in entry
     assert {n.split("/")[0] for n in names} == {"csrs_core", wheel.name.split("-py3")[0] + ".dist-info"}
     assert "csrs_core/runner.py" in names and "csrs_core/dashboard/app.py" in names
     assert "csrs_core/dashboard/views/explore.py" in names and "csrs_core/dashboard/assets/cost_grid.js" in names
@@ -85,7 +85,7 @@ def test_progress_is_plain_lines_in_a_log_and_silent_with_quiet(tmp_path, synthe
 
 def test_report_prints_the_readme_tables_as_markdown(capsys):
     from pathlib import Path
-    from csrs_core import cli
+    from csrs_core.cli import commands as cli
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "ham10000"
     assert cli.main(["report", "--checkpoints", str(shipped), "--cost", "pairwise:1>0", "--eps", "0.5",
                      "--format", "markdown"]) == 0

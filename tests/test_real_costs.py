@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from scipy.stats import beta as beta_dist, norm, wilcoxon
 
 from csrs_core import CSRSError
-from csrs_core.certify import certified_cost, certify_from_counts
-from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
-from csrs_core.losses import _smoothed, _weighted_hinge_sum, cohen_r_loss, cost_tensor, cs_macer_loss
-from csrs_core.metrics import cost_curve, eps_curve, expected_cost, rob_cs_at, summarize, summarize_cost
-from csrs_core.stats import paired_cost_comparison, sign_flip_test
+from csrs_core.certification.certificates import certified_cost, certify_from_counts
+from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
+from csrs_core.training.losses import _smoothed, _weighted_hinge_sum, cohen_r_loss, cost_tensor, cs_macer_loss
+from csrs_core.certification.metrics import cost_curve, eps_curve, expected_cost, rob_cs_at, summarize, summarize_cost
+from csrs_core.certification.stats import paired_cost_comparison, sign_flip_test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_describe_parse_and_json_round_trip_random_matrices(seed):
 # the certified worst-case cost
 
 def reference_cost(c0, c, y, W, sigma, alpha, eps, mode):
-    """Design.md section 3 for one example, with scipy.stats directly (no csrs_core.bounds)."""
+    """Design.md section 3 for one example, with scipy.stats directly (no csrs_core.certification.bounds)."""
     n = int(sum(c))
     m = len(c)
     ca = int(np.argmax(c0))
@@ -299,11 +299,11 @@ class NoTorch:
 sys.meta_path.insert(0, NoTorch())
 import numpy as np
 from csrs_core import CostMatrix, certify_from_counts
-from csrs_core.certify import certified_cost
-from csrs_core.comparison import choose_together
-from csrs_core.cost import parse_cost
-from csrs_core.metrics import expected_cost, summarize
-from csrs_core.stats import paired_comparison, paired_cost_comparison
+from csrs_core.certification.certificates import certified_cost
+from csrs_core.certification.comparisons import choose_together
+from csrs_core.certification.cost import parse_cost
+from csrs_core.certification.metrics import expected_cost, summarize
+from csrs_core.certification.stats import paired_comparison, paired_cost_comparison
 rng = np.random.default_rng(0)
 counts0, counts = rng.multinomial(100, [0.7, 0.2, 0.1], 50), rng.multinomial(1000, [0.7, 0.2, 0.1], 50)
 labels = rng.integers(0, 3, 50)

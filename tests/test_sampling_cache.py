@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from csrs_core.runner import certify_counts
-from csrs_core.store import cert_dir, key_name, list_records, make_key, write_record
-from csrs_core.checkpoints import load_model
+from csrs_core.sampling.stage_a import counts_record
+from csrs_core.sampling.store import cert_dir, key_name, list_records, make_key, write_record
+from csrs_core.models.checkpoints import load_model
 from csrs_core.data import load_dataset, select_examples
-from csrs_core.sampling import sample_counts
+from csrs_core.sampling.counts import sample_counts
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,9 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     import shutil
     ckpt = tmp_path / "m.pt"
     shutil.copy(synthetic_checkpoint, ckpt)
-    first = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    first = counts_record(ckpt, data, n0=10, n=40, batch=64)
     assert not first.from_cache
-    again = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    again = counts_record(ckpt, data, n0=10, n=40, batch=64)
     assert again.from_cache
     np.testing.assert_array_equal(first.counts, again.counts)
     [info] = list_records(ckpt)
@@ -67,7 +67,7 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     path.write_bytes(bytes(raw))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        redo = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+        redo = counts_record(ckpt, data, n0=10, n=40, batch=64)
     assert not redo.from_cache
     np.testing.assert_array_equal(redo.counts, first.counts)
     # a partial file from an interrupted run is resumed: only missing examples are sampled
@@ -79,7 +79,7 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     fake[:5] = 0
     fake[:5, 0] = 40  # marks that the resumed rows were not recomputed
     write_record(partial, first.counts0, fake, first.labels, first.indices, first.meta, done=done)
-    resumed = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    resumed = counts_record(ckpt, data, n0=10, n=40, batch=64)
     np.testing.assert_array_equal(resumed.counts[:5], fake[:5])
     np.testing.assert_array_equal(resumed.counts[5:], first.counts[5:])
     assert not partial.exists()
@@ -105,7 +105,7 @@ def test_torchrun_two_ranks_merge_into_one_cache(synthetic_checkpoint, tmp_path)
     [info] = list_records(ckpt)
     data = load_dataset("synthetic", "test")
     data = data.subset(select_examples(data.labels.numpy(), 12))
-    single = certify_counts(ckpt, data, n0=10, n=40, batch=64)
+    single = counts_record(ckpt, data, n0=10, n=40, batch=64)
     assert single.from_cache  # the merged file is exactly the single-process cache entry
     ref0, ref = sample_counts(load_model(ckpt)[0], data.images, data.indices, 4, 0.25, 10, 40, 64)
     np.testing.assert_array_equal(single.counts, ref)
@@ -132,21 +132,21 @@ def test_growing_a_sample_reuses_the_overlap_exactly(synthetic_checkpoint, tmp_p
     small = full.subset(select_examples(full.labels.numpy(), per_class=2))
     large = full.subset(select_examples(full.labels.numpy(), per_class=4))
     assert set(small.indices) < set(large.indices)
-    first = certify_counts(ckpt, small, n0=10, n=40, batch=64)
-    grown = certify_counts(ckpt, large, n0=10, n=40, batch=64)
+    first = counts_record(ckpt, small, n0=10, n=40, batch=64)
+    grown = counts_record(ckpt, large, n0=10, n=40, batch=64)
     assert grown.reused == len(small) and not grown.from_cache
     model, _ = load_model(ckpt)
     ref0, ref = sample_counts(model, large.images, large.indices, 4, 0.25, 10, 40, 64)
     np.testing.assert_array_equal(grown.counts, ref)
     np.testing.assert_array_equal(grown.counts0, ref0)
     # another sigma, or images that differ from the ones the cached counts came from: nothing reused
-    assert certify_counts(ckpt, large, n0=10, n=40, batch=64, sigma=0.3).reused == 0
+    assert counts_record(ckpt, large, n0=10, n=40, batch=64, sigma=0.3).reused == 0
     (cert_dir(ckpt) / next(r.path.name for r in list_records(ckpt) if r.meta["num_examples"] == len(large)
                            and r.meta["sigma"] == 0.25)).unlink()
     altered = large.subset(np.arange(len(large)))
     shared = int(np.flatnonzero(np.isin(large.indices, small.indices))[0])
     altered.images[shared] = 255 - altered.images[shared]
-    assert certify_counts(ckpt, altered, n0=10, n=40, batch=64).reused == 0
+    assert counts_record(ckpt, altered, n0=10, n=40, batch=64).reused == 0
     assert first.counts.shape[0] == len(small)
 
 
@@ -160,7 +160,7 @@ def test_golden_counts_of_the_noise_scheme():
     """Exact fp32 counts for fixed images, example ids and seed: any change to the noise stream (seeding,
     block order, σ scaling, the division by 255) breaks this test, as it would silently change every
     record made with the scheme named by SAMPLING_SCHEME. Change the scheme's name with these numbers."""
-    from csrs_core.sampling import SAMPLING_SCHEME
+    from csrs_core.sampling.counts import SAMPLING_SCHEME
     images = torch.tensor(np.arange(5 * 3 * 4 * 4).reshape(5, 3, 4, 4) * 37 % 256, dtype=torch.uint8)
     ids = np.array([0, 1, 2, 17, 123456])
     c0, c = sample_counts(_ChannelMeans(), images, ids, 3, 0.5, 5, 40, batch=16, seed=7, precision="fp32")

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrs_core.runner import certify_counts
-from csrs_core.checkpoints import list_checkpoints, load_model
+from csrs_core.sampling.stage_a import counts_record
+from csrs_core.models.checkpoints import list_checkpoints, load_model
 from csrs_core.data import load_dataset
-from csrs_core.report import report_table, select_for_comparison
+from csrs_core.cli.report import report_table, select_for_comparison
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 CASES = {"cifar10": ("seedwise:3", 10), "ham10000": ("pairwise:1>0", 2), "imagenette": ("seedwise:7", 10)}
@@ -31,7 +31,7 @@ def test_every_shipped_checkpoint_has_a_certification(case):
 def test_shipped_sample_reuses_the_committed_counts(case):
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = SHIPPED / case / "cohen.pt"
-    rec = certify_counts(ckpt, sample, n0=100, n=1000, precision="auto")  # a record at any auto precision
+    rec = counts_record(ckpt, sample, n0=100, n=1000, precision="auto")  # a record at any auto precision
     chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     assert rec.from_cache and chosen[ckpt][0].path == rec.path
 
@@ -41,8 +41,8 @@ def test_the_sampler_reproduces_shipped_counts_exactly(case):
     """The noise scheme named in the records (csrs-noise-v1) is the one the code draws today: the
     same counts exactly in fp32; in bf16 (whose arithmetic differs between CPUs) the same top
     classes and nearly the same votes."""
-    from csrs_core.sampling import SAMPLING_SCHEME, sample_counts
-    from csrs_core.store import load_record
+    from csrs_core.sampling.counts import SAMPLING_SCHEME, sample_counts
+    from csrs_core.sampling.store import load_record
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = SHIPPED / case / "cohen.pt"
     chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))

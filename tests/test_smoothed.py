@@ -9,11 +9,11 @@ from scipy.stats import binomtest
 from torch import nn
 
 from csrs_core import CSRSError
-from csrs_core.bounds import max_certifiable_radius
-from csrs_core.certify import certify_from_counts
-from csrs_core.cost import CostMatrix
-from csrs_core.sampling import sample_counts
-from csrs_core.smoothed import ABSTAIN, SmoothedClassifier, predict_from_counts
+from csrs_core.certification.bounds import max_certifiable_radius
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.certification.cost import CostMatrix
+from csrs_core.sampling.counts import sample_counts
+from csrs_core.sampling.smoothed import ABSTAIN, SmoothedClassifier, predict_from_counts
 
 M = 4
 CPU = torch.device("cpu")
@@ -223,16 +223,16 @@ def test_importing_the_package_and_stage_b_does_not_import_torch():
 
 def test_counts_equal_the_certification_runners_record(tmp_path):
     """The same counts as `csrs certify` stores for a checkpoint and data (uint8 images, their indices)."""
-    from csrs_core.checkpoints import load_model, save_checkpoint
+    from csrs_core.models.checkpoints import load_model, save_checkpoint
     from csrs_core.data import load_dataset
-    from csrs_core.models import build_model
-    from csrs_core.runner import certify_counts
+    from csrs_core.models.architectures import build_model
+    from csrs_core.sampling.stage_a import counts_record
     data = load_dataset("synthetic", "test").subset(np.arange(20, 30))
     torch.manual_seed(0)
     meta = {"arch": "resnet8", "classes": data.classes, "dataset": "synthetic", "sigma": 0.5,
             "method": "gaussian", "mean": [0.5] * 3, "std": [0.25] * 3}
     save_checkpoint(tmp_path / "m.pt", build_model("resnet8", 4, meta["mean"], meta["std"]), meta)
-    record = certify_counts(tmp_path / "m.pt", data, n0=8, n=40, batch=64, precision="fp32", device="cpu")
+    record = counts_record(tmp_path / "m.pt", data, n0=8, n=40, batch=64, precision="fp32", device="cpu")
     model, _ = load_model(tmp_path / "m.pt")
     smooth = SmoothedClassifier(model, num_classes=4, sigma=0.5, device="cpu", precision="fp32", batch=24)
     counts0, counts = smooth.sample(data.images, n0=8, n=40, seed=0, indices=data.indices)

@@ -11,17 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-from csrs_core import CSRSError, cli
-from csrs_core.certify import certify_from_counts
-from csrs_core.checkpoints import load_model, save_checkpoint
-from csrs_core.cost import CostMatrix
+from csrs_core import CSRSError
+from csrs_core.cli import commands as cli
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.models.checkpoints import load_model, save_checkpoint
+from csrs_core.certification.cost import CostMatrix
 from csrs_core.data import load_dataset
-from csrs_core.metrics import balanced_accuracy, per_class, per_class_recall, summarize
-from csrs_core.options import SettingError
-from csrs_core.report import report_table
-from csrs_core.runner import certify_counts
-from csrs_core.stats import mcnemar, paired_comparison
-from csrs_core.store import list_records, load_record
+from csrs_core.certification.metrics import balanced_accuracy, per_class, per_class_recall, summarize
+from csrs_core.cli.options import SettingError
+from csrs_core.cli.report import report_table
+from csrs_core.sampling.stage_a import counts_record
+from csrs_core.certification.stats import mcnemar, paired_comparison
+from csrs_core.sampling.store import list_records, load_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 CSV_HEAD = ("checkpoint,method,acc,rob_cs,rob_std,rob_non,balanced_acc,d_acc,p_acc,d_rob_cs,p_rob_cs,"
@@ -164,8 +165,8 @@ def folder(tmp_path, synthetic_checkpoint):
     save_checkpoint(case / "elsewhere.pt", model, {**meta, "method": "cohen-r"})
     data = load_dataset("synthetic", "test")
     for name in ("cohen", "other"):
-        certify_counts(case / f"{name}.pt", data.subset(np.arange(16)), n0=10, n=40, batch=64)
-    certify_counts(case / "elsewhere.pt", data.subset(np.arange(16, 32)), n0=10, n=40, batch=64)
+        counts_record(case / f"{name}.pt", data.subset(np.arange(16)), n0=10, n=40, batch=64)
+    counts_record(case / "elsewhere.pt", data.subset(np.arange(16, 32)), n0=10, n=40, batch=64)
     return case
 
 
@@ -243,7 +244,7 @@ def test_shipped_cifar10_reviewer_p_values(capsys):
 
 def test_proportion_intervals_are_exact_and_cover():
     from scipy.stats import binomtest
-    from csrs_core.stats import proportion_interval
+    from csrs_core.certification.stats import proportion_interval
     for k, n in [(0, 10), (3, 10), (10, 10), (37, 100), (672, 1000)]:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
         assert proportion_interval(k, n) == pytest.approx((ci.low, ci.high))
@@ -254,7 +255,7 @@ def test_proportion_intervals_are_exact_and_cover():
 
 
 def test_holm_matches_its_definition():
-    from csrs_core.stats import holm
+    from csrs_core.certification.stats import holm
     p = np.array([0.01, np.nan, 0.04, 0.03, 0.5])
     # sorted 0.01, 0.03, 0.04, 0.5 with m = 4: 0.04, max(0.04, 0.09), max(0.09, 0.08), max(0.09, 0.5)
     np.testing.assert_allclose(holm(p), [0.04, np.nan, 0.09, 0.09, 0.5])

@@ -14,14 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from csrs_core import autotune, cli
-from csrs_core.atomic import FileWriteError, atomic_write_text
-from csrs_core.cost import CostMatrixError, parse_cost
+from csrs_core.cli import commands as cli
+from csrs_core.sampling import plan as autotune
+from csrs_core.runtime.atomic import FileWriteError, atomic_write_text
+from csrs_core.certification.cost import CostMatrixError, parse_cost
 from csrs_core.data import DatasetError, load_dataset
-from csrs_core.locks import output_lock
-from csrs_core.progress import read_progress
-from csrs_core.signals import Stopped, stop_on_sigterm
-from csrs_core.store import recertify_command
+from csrs_core.runtime.locks import output_lock
+from csrs_core.runtime.progress import read_progress
+from csrs_core.runtime.signals import Stopped, stop_on_sigterm
+from csrs_core.sampling.store import recertify_command
 
 
 @pytest.fixture
@@ -140,8 +141,8 @@ def test_the_cpu_candidates_include_large_batches():
 
 
 def test_the_record_holds_the_plan_and_the_measured_rate(case):
-    from csrs_core.runner import certify_counts
-    record = certify_counts(case / "m.pt", load_dataset("synthetic").subset(np.arange(8)), n0=10, n=100, batch=32,
+    from csrs_core.sampling.stage_a import counts_record
+    record = counts_record(case / "m.pt", load_dataset("synthetic").subset(np.arange(8)), n0=10, n=100, batch=32,
                             precision="fp32")
     assert record.meta["images_per_s"] > 0 and record.meta["batch"] == 32 and record.meta["runtime"] == "eager"
     assert record.meta["machine"].startswith("cpu:")
@@ -192,12 +193,12 @@ def test_n_is_bounded_and_the_bound_is_named(case, capsys, value):
 
 
 def test_the_start_of_a_measured_job_says_how_long_it_will_take(case, tmp_path, monkeypatch):
-    from csrs_core.progress import ProgressLog
-    from csrs_core.runner import certify_counts
+    from csrs_core.runtime.progress import ProgressLog
+    from csrs_core.sampling.stage_a import counts_record
     monkeypatch.setattr(autotune, "measure_eager", lambda *a, **k: ({"eager/fp32/64": 2000.0}, True))
     monkeypatch.setattr(autotune, "others_busy", lambda device: False)
     log = tmp_path / "p.jsonl"
-    certify_counts(case / "m.pt", load_dataset("synthetic").subset(np.arange(30)), n0=100, n=2000,
+    counts_record(case / "m.pt", load_dataset("synthetic").subset(np.arange(30)), n0=100, n=2000,
                    progress=ProgressLog(log))
     start = next(e for e in read_progress(log) if e["event"] == "start")
     assert start["expected_s"] == round(30 * 2100 / 2000)
@@ -205,7 +206,7 @@ def test_the_start_of_a_measured_job_says_how_long_it_will_take(case, tmp_path, 
 
 # ------------------------------------------------------------------------------- disk faults
 def test_a_full_disk_while_certifying_is_a_message_and_a_rerun_resumes(case, capsys, monkeypatch):
-    import csrs_core.atomic as atomic
+    import csrs_core.runtime.atomic as atomic
     real = os.replace
 
     def full(src, dst):
@@ -223,7 +224,7 @@ def test_a_full_disk_while_certifying_is_a_message_and_a_rerun_resumes(case, cap
 
 
 def test_a_failed_checkpoint_write_names_the_file(tmp_path, monkeypatch):
-    from csrs_core.checkpoints import save_checkpoint
+    from csrs_core.models.checkpoints import save_checkpoint
     def fail(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 123 vs 456")
     monkeypatch.setattr(torch, "save", fail)
@@ -300,7 +301,7 @@ def test_the_cost_grammar_reads_back_what_it_writes():
         m = int(rng.integers(2, 7))
         matrix = rng.random((m, m)) < 0.4
         np.fill_diagonal(matrix, False)
-        from csrs_core.cost import CostMatrix
+        from csrs_core.certification.cost import CostMatrix
         cost = CostMatrix(matrix)
         assert parse_cost(cost.describe(), m) == cost, cost.describe()
 
@@ -336,7 +337,7 @@ def test_a_checkpoint_a_run_is_writing_cannot_be_deleted(case):
 
 def test_the_radius_limit_follows_the_mode(tmp_path, synthetic_checkpoint, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    from csrs_core.bounds import max_certifiable_radius
+    from csrs_core.certification.bounds import max_certifiable_radius
     from dashboard_fixtures import build_case
     root = build_case(tmp_path, synthetic_checkpoint)  # records at n = 100, alpha 0.001
     monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from csrs_core.checkpoints import read_checkpoint
-from csrs_core.progress import read_progress
-from csrs_core.training import TrainConfig, TrainingError, augment, train
+from csrs_core.models.checkpoints import read_checkpoint
+from csrs_core.runtime.progress import read_progress
+from csrs_core.training.loop import TrainConfig, TrainingError, augment, train
 
 
 def _cfg(tmp_path, name, **kw):
@@ -28,7 +28,7 @@ def test_each_method_reduces_its_loss(tmp_path, method):
 
 
 def test_kill_and_resume_ends_in_the_same_state(tmp_path, monkeypatch):
-    from csrs_core import training
+    from csrs_core.training import loop as training
     train(_cfg(tmp_path, "straight", method="cs-macer", epochs=2, max_steps_per_epoch=3))
     real_epoch, calls = training._run_epoch, []
 
@@ -117,7 +117,7 @@ def test_resuming_with_other_epochs_is_refused_for_cosine_and_continues_for_step
 
 
 def test_each_rank_draws_its_own_noise_and_no_two_purposes_share_a_stream():
-    from csrs_core.training import stream
+    from csrs_core.training.loop import stream
     cpu = torch.device("cpu")
     draws = [torch.randn(64, generator=stream("noise", 0, 3, cpu, r)) for r in range(3)]
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
@@ -167,8 +167,8 @@ def test_a_signal_exits_non_zero_says_interrupted_and_a_rerun_resumes(tmp_path):
 
 
 def test_lambda_warm_up_rises_linearly_reaches_the_loss_and_is_logged(tmp_path, monkeypatch):
-    from csrs_core import training
-    from csrs_core.training import robustness_weight
+    from csrs_core.training import loop as training
+    from csrs_core.training.loop import robustness_weight
     cfg = _cfg(tmp_path, "w", method="macer", lam=2.0, lam_warmup=2, epochs=2)
     assert [robustness_weight(cfg, e, s, 4) for e, s in ((0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (5, 3))] == \
         [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
@@ -186,7 +186,7 @@ def test_lambda_warm_up_rises_linearly_reaches_the_loss_and_is_logged(tmp_path, 
 
 
 def test_a_warm_up_longer_than_the_run_is_refused_and_plain_methods_have_none(tmp_path):
-    from csrs_core.options import SettingError
+    from csrs_core.cli.options import SettingError
     with pytest.raises(SettingError, match="--lam-warmup = 3 .* --epochs 2"):
         _cfg(tmp_path, "x", method="cs-macer", lam_warmup=3, epochs=2)
     assert _cfg(tmp_path, "g", method="gaussian", lam_warmup=3, epochs=2).lam_warmup == 0
@@ -204,7 +204,7 @@ def test_a_run_from_before_an_option_existed_resumes_at_its_default(tmp_path):
 
 def test_train_gives_back_the_signal_handlers_it_replaced(tmp_path):
     import signal
-    from csrs_core.training import TrainConfig, train
+    from csrs_core.training.loop import TrainConfig, train
 
     def mine(signum, frame):
         pass

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from csrs_core import cli
-from csrs_core.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from csrs_core.cli import commands as cli
+from csrs_core.models.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from csrs_core.data import load_dataset
-from csrs_core.report import report_table
-from csrs_core.runner import certify_counts
-from csrs_core.store import cert_dir, choose_records, list_records
+from csrs_core.cli.report import report_table
+from csrs_core.sampling.stage_a import counts_record
+from csrs_core.sampling.store import cert_dir, choose_records, list_records
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def folder(tmp_path, synthetic_checkpoint):
             p.add_(0.05 * torch.randn_like(p))
     save_checkpoint(case / "other.pt", model, {**meta, "method": "macer"})
     data = load_dataset("synthetic", "test").subset(np.arange(16))
-    certify_counts(case / "cohen.pt", data, n0=10, n=40, batch=64)
+    counts_record(case / "cohen.pt", data, n0=10, n=40, batch=64)
     return case
 
 
@@ -47,8 +47,8 @@ def test_a_record_of_other_checkpoint_content_is_stale_not_shown(folder):
 
 def test_choice_among_records_is_same_data_then_largest_n_then_most_examples(folder):
     data = load_dataset("synthetic", "test")
-    certify_counts(folder / "cohen.pt", data, n0=1, n=2, batch=64)              # degenerate, more examples
-    certify_counts(folder / "other.pt", data.subset(np.arange(16)), n0=10, n=40, batch=64)
+    counts_record(folder / "cohen.pt", data, n0=1, n=2, batch=64)              # degenerate, more examples
+    counts_record(folder / "other.pt", data.subset(np.arange(16)), n0=10, n=40, batch=64)
     listings = {c: list_records(c) for c in (folder / "cohen.pt", folder / "other.pt")}
     chosen = choose_records(listings)
     record, same = chosen[folder / "cohen.pt"]
@@ -60,7 +60,7 @@ def test_choice_among_records_is_same_data_then_largest_n_then_most_examples(fol
 
 def test_a_corrupt_record_is_reported_and_the_next_valid_one_used(folder):
     data = load_dataset("synthetic", "test").subset(np.arange(16))
-    certify_counts(folder / "cohen.pt", data, n0=10, n=20, batch=64)
+    counts_record(folder / "cohen.pt", data, n0=10, n=20, batch=64)
     main = next(r for r in list_records(folder / "cohen.pt") if r.meta["n"] == 40)
     raw = bytearray(main.path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -92,11 +92,11 @@ def test_certify_refuses_bad_settings_before_any_work(folder, capsys, extra, wor
 
 
 def test_settings_are_checked_in_the_python_api_too(folder):
-    from csrs_core.options import SettingError
+    from csrs_core.cli.options import SettingError
     data = load_dataset("synthetic", "test").subset(np.arange(4))
     for bad in ({"n": 0}, {"n0": -1}, {"batch": 0}, {"sigma": float("nan")}, {"seed": -1}):
         with pytest.raises(SettingError, match="is not allowed"):
-            certify_counts(folder / "other.pt", data, **{"n0": 5, "n": 10, **bad})
+            counts_record(folder / "other.pt", data, **{"n0": 5, "n": 10, **bad})
     assert not cert_dir(folder / "other.pt").exists()
 
 
@@ -153,7 +153,7 @@ def test_torchrun_with_a_rank_that_has_nothing_to_sample(folder):
     from csrs_core.data import select_examples
     data = load_dataset("synthetic", "test")
     for position in select_examples(data.labels.numpy(), 2):  # two one-example records
-        certify_counts(folder / "other.pt", data.subset([position]), n0=5, n=10, batch=64, sigma=0.3,
+        counts_record(folder / "other.pt", data.subset([position]), n0=5, n=10, batch=64, sigma=0.3,
                        precision="fp32")
     grow = _torchrun(*base, "--num-examples", "2", "--sigma", "0.3", port=29542)
     assert grow.returncode == 0, grow.stderr[-3000:]
@@ -185,7 +185,7 @@ def test_training_and_import_settings_are_refused_with_a_message(tmp_path, capsy
 
 def test_booleans_and_fractional_numbers_are_not_whole_numbers():
     import numpy as np
-    from csrs_core.options import CERTIFY, SettingError
+    from csrs_core.cli.options import CERTIFY, SettingError
     for bad in (True, 2.5, np.float32(2.5)):
         with pytest.raises(SettingError):
             CERTIFY["n"].check(bad)

@@ -7,10 +7,10 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from csrs_core.atomic import FileWriteError
-from csrs_core.checkpoints import CheckpointError, read_meta
-from csrs_core.locks import OutputBusyError, output_lock
-from csrs_core.store import cert_dir
+from csrs_core.runtime.atomic import FileWriteError
+from csrs_core.models.checkpoints import CheckpointError, read_meta
+from csrs_core.runtime.locks import OutputBusyError, output_lock
+from csrs_core.sampling.store import cert_dir
 from csrs_core.dashboard.option_widgets import case_folder, plain_name
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import streamlit as st
 
 from csrs_core.dashboard.launch import LOOPBACK
-from csrs_core.report import select_for_comparison
-from csrs_core.store import cert_dir, load_record
-from csrs_core.certify import certify_from_counts
-from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
-from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
+from csrs_core.cli.report import select_for_comparison
+from csrs_core.sampling.store import cert_dir, load_record
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
+from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
 
 LOOPBACK_HOSTS = LOOPBACK + ("[::1]",)
 
@@ -147,7 +147,7 @@ def _listing(checkpoints: tuple, stamps: tuple):
 def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
     """For the case's checkpoints: {name: [RecordInfo]} (valid, stale and corrupt records),
     {name: default record file name}, chosen together by the core's one comparison policy
-    (csrs_core.comparison.choose_together, through report.select_for_comparison), and the notes on
+    (csrs_core.certification.comparisons.choose_together, through report.select_for_comparison), and the notes on
     what is left out followed by the settings in which the default records differ; the folders are
     re-read only when they change. A view names the differences of the records it actually shows
     with comparison.difference_lines (the user may pick other records)."""

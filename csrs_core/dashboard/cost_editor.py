@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from csrs_core.cost import CostMatrix, CostMatrixError, parse_cost
+from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
 from csrs_core.dashboard.common import set_cost
 
 _ASSETS = Path(__file__).parent / "assets"

@@ -1,11 +1,11 @@
 """Certify: sample stage-A counts for checkpoints as background jobs; results land in the store.
-Every field is built from csrs_core.options.CERTIFY, the definitions the CLI uses."""
+Every field is built from csrs_core.cli.options.CERTIFY, the definitions the CLI uses."""
 import streamlit as st
 import torch
 
 from csrs_core import jobs
 from csrs_core.data import DATASETS
-from csrs_core.options import CERTIFY, SettingError, to_argv
+from csrs_core.cli.options import CERTIFY, SettingError, to_argv
 from csrs_core.dashboard.common import (checkpoints_in_case, data_root, refuse_writes_to_demo, require_access,
                                         select_case, write_failure)
 from csrs_core.dashboard.jobs_panel import live_jobs

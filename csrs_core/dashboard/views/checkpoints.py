@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from csrs_core.atomic import FileWriteError
-from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
-from csrs_core.store import list_records
+from csrs_core.runtime.atomic import FileWriteError
+from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
+from csrs_core.sampling.store import list_records
 from csrs_core.dashboard.common import inside, is_demo, require_access, select_case
 from csrs_core.dashboard.checkpoint_files import add_uploaded_checkpoint, delete_checkpoint, delete_record
 

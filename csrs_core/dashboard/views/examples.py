@@ -1,6 +1,6 @@
 """Examples: the case's shipped test sample as a gallery of its examples with their certificates
 (filters, sort, paging), and one example opened above it: the image, noisy copies, the votes of every
-compared checkpoint, their bounds and radii, and why each certifies or not (csrs_core.explain).
+compared checkpoint, their bounds and radii, and why each certifies or not (csrs_core.certification.explain).
 
 Stage B only (never resamples). The sample is decoded once per file version; thumbnails are built for
 the current page only. `?example=INDEX` in the address opens an example."""
@@ -17,8 +17,8 @@ import streamlit as st
 from PIL import Image
 
 from csrs_core import CSRSError
-from csrs_core import explain as ex
-from csrs_core.comparison import difference_lines
+from csrs_core.certification import explain as ex
+from csrs_core.certification.comparisons import difference_lines
 from csrs_core.data import load_dataset
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from csrs_core.bounds import max_certifiable_radius
-from csrs_core.comparison import difference_lines
-from csrs_core.certify import smoothed_confusion
-from csrs_core.metrics import eps_curve, per_class
-from csrs_core.report import metrics_row, to_latex, with_holm
-from csrs_core.stats import paired_comparison
-from csrs_core.store import recertify_command
+from csrs_core.certification.bounds import max_certifiable_radius
+from csrs_core.certification.comparisons import difference_lines
+from csrs_core.certification.certificates import smoothed_confusion
+from csrs_core.certification.metrics import eps_curve, per_class
+from csrs_core.cli.report import metrics_row, to_latex, with_holm
+from csrs_core.certification.stats import paired_comparison
+from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         load_cached_record, require_access, select_readable_case)

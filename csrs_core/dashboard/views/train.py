@@ -1,11 +1,11 @@
 """Train: launch any method with every hyperparameter as a background job and watch it.
-Every field is built from csrs_core.options.TRAIN, the definitions the CLI uses."""
+Every field is built from csrs_core.cli.options.TRAIN, the definitions the CLI uses."""
 import streamlit as st
 
 from csrs_core import jobs
 from csrs_core.data import DATASETS
-from csrs_core.models import architectures
-from csrs_core.options import TRAIN, SettingError, to_argv
+from csrs_core.models.architectures import architectures
+from csrs_core.cli.options import TRAIN, SettingError, to_argv
 from csrs_core.dashboard.common import (case_classes, checkpoints_in_case, current_cost, data_root,
                                         refuse_writes_to_demo, require_access, select_case, write_failure)
 from csrs_core.dashboard.jobs_panel import live_jobs

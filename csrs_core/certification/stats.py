@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.stats import beta, binomtest
 
 from csrs_core import CSRSError
-from csrs_core.metrics import balanced_accuracy
+from csrs_core.certification.metrics import balanced_accuracy
 
 
 def proportion_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from csrs_core import CSRSError
-from csrs_core.atomic import atomic_write_npz
-from csrs_core.checkpoints import file_digest
+from csrs_core.runtime.atomic import atomic_write_npz
+from csrs_core.models.checkpoints import file_digest
 from csrs_core.data import ImageSet
-from csrs_core.sampling import SAMPLING_SCHEME
+from csrs_core.sampling.counts import SAMPLING_SCHEME
 
 FORMAT = "csrs-counts-v2"
 KEY_FIELDS = ("checkpoint_sha256", "dataset", "split", "indices_sha256", "content_sha256", "sigma",
@@ -168,11 +168,11 @@ def list_records(checkpoint) -> list[RecordInfo]:
 def choose_records(listings: dict) -> dict:
     """The record shown for each checkpoint: {checkpoint: (RecordInfo or None, same_data: bool)}.
 
-    The records are chosen together, by the one comparison policy of csrs_core.comparison
+    The records are chosen together, by the one comparison policy of csrs_core.certification.comparisons
     (choose_together, whose docstring and the README's "Which record is shown" give the rule):
     the examples, n0, n, seed, precision and scheme shared by the most checkpoints, then the
     largest n, the most examples, the newest. same_data: the record is on the common examples."""
-    from csrs_core.comparison import choose_together
+    from csrs_core.certification.comparisons import choose_together
     return choose_together(listings)[0]
 
 

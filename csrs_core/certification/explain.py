@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from csrs_core.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
-from csrs_core.cost import CostMatrix
+from csrs_core.certification.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
+from csrs_core.certification.cost import CostMatrix
 
 CERTIFIED, ABSTAINED, COSTLY, NOT_CERTIFIED = "certified", "abstained", "costly prediction", "not certified at ε"
 OUTCOMES = (CERTIFIED, ABSTAINED, COSTLY, NOT_CERTIFIED)

@@ -5,10 +5,10 @@ PREDICT and the paper's cost-sensitive certificates.
 
 where f is the base classifier (a torch module mapping images in [0, 1] to logits) and the noise is
 added in [0, 1] pixel space. `SmoothedClassifier` only samples: the counts come from stage A's engine
-(`csrs_core.sampling.sample_counts`, the function the certification runner uses), so each example's
+(`csrs_core.sampling.counts.sample_counts`, the function the certification runner uses), so each example's
 noise is drawn from its own stream keyed by (seed, example index), and counts for a given seed do not
 depend on the batch size, on which examples are sampled together or on how work is split. The
-certificates are stage B's (`csrs_core.certify.certify_from_counts`)."""
+certificates are stage B's (`csrs_core.certification.certificates.certify_from_counts`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +16,12 @@ import torch
 from scipy.stats import binom
 
 from csrs_core import CSRSError
-from csrs_core.autotune import choose_plan
-from csrs_core.certify import certify_from_counts
-from csrs_core.cost import CostMatrix, parse_cost
-from csrs_core.device import autocast, pick_device
-from csrs_core.options import CERTIFY, SettingError, check_settings
-from csrs_core.sampling import SAMPLING_SCHEME, sample_counts
+from csrs_core.sampling.plan import choose_plan
+from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.certification.cost import CostMatrix, parse_cost
+from csrs_core.runtime.device import autocast, pick_device
+from csrs_core.cli.options import CERTIFY, SettingError, check_settings
+from csrs_core.sampling.counts import SAMPLING_SCHEME, sample_counts
 
 ABSTAIN = -1
 _PIXEL_BYTES_PER_CALL = 1 << 28  # images handed to the sampler at once (bounds device memory for images)

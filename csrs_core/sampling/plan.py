@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 import torch
 
-from csrs_core.atomic import atomic_write_text
+from csrs_core.runtime.atomic import atomic_write_text
 from csrs_core.data import cache_dir
-from csrs_core.device import autocast
-from csrs_core.locks import OutputBusyError, output_lock
+from csrs_core.runtime.device import autocast
+from csrs_core.runtime.locks import OutputBusyError, output_lock
 
 BATCHES = {"cpu": (64, 128, 256, 512), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}

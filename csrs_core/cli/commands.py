@@ -12,24 +12,24 @@ import sys
 import time
 
 from csrs_core import CSRSError
-from csrs_core.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
-from csrs_core.signals import Stopped, stop_on_sigterm
+from csrs_core.cli.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
+from csrs_core.runtime.signals import Stopped, stop_on_sigterm
 
 EXIT_BAD_INPUT = 2
 
 
 def _progress(a, path):
-    from csrs_core.progress import ProgressLog, TerminalProgress
+    from csrs_core.runtime.progress import ProgressLog, TerminalProgress
     return ProgressLog(path, display=None if a.quiet else TerminalProgress())
 
 
 def cmd_certify(a):
-    from csrs_core.certify import certified_cost, certify_from_counts
-    from csrs_core.cost import parse_cost
+    from csrs_core.certification.certificates import certified_cost, certify_from_counts
+    from csrs_core.certification.cost import parse_cost
     from csrs_core.data import load_dataset, select_examples
-    from csrs_core.device import set_threads
-    from csrs_core.metrics import expected_cost, summarize
-    from csrs_core.runner import certify_counts
+    from csrs_core.runtime.device import set_threads
+    from csrs_core.certification.metrics import expected_cost, summarize
+    from csrs_core.sampling.stage_a import counts_record
 
     t0 = time.time()
     s = check_settings(CERTIFY, vars(a))
@@ -47,7 +47,7 @@ def cmd_certify(a):
     if s["save_sample"]:
         data.save_sample(s["save_sample"])
     command = "csrs " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if a.record_command else None
-    record = certify_counts(s["checkpoint"], data, s["n0"], s["n"], s["batch"], s["seed"], s["sigma"],
+    record = counts_record(s["checkpoint"], data, s["n0"], s["n"], s["batch"], s["seed"], s["sigma"],
                             s["device"], s["precision"], _progress(a, s["progress"]), command=command)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return 0
@@ -58,7 +58,7 @@ def cmd_certify(a):
         record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"], alpha=s["alpha"],
         eps=s["eps"], mode=s["mode"])
     if s["out"]:  # written before anything is printed, so a closed pipe cannot lose it
-        from csrs_core.atomic import atomic_write_text
+        from csrs_core.runtime.atomic import atomic_write_text
         table.insert(0, "index", record.indices)
         table["certified_cost"] = costs
         atomic_write_text(s["out"], table.to_csv(index=False))
@@ -77,7 +77,7 @@ def cmd_certify(a):
 
 
 def cmd_train(a):
-    from csrs_core.training import TrainConfig, train
+    from csrs_core.training.loop import TrainConfig, train
     cfg = TrainConfig(**{k: getattr(a, k) for k in TRAIN})
     meta = train(cfg, display=None if a.quiet else _progress(a, None).display)
     print(f"{cfg.checkpoint_path}: {meta['epochs_done']}/{cfg.epochs} epochs")
@@ -87,7 +87,7 @@ def cmd_train(a):
 def cmd_report(a):
     import pandas as pd
 
-    from csrs_core.report import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table, to_latex
+    from csrs_core.cli.report import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table, to_latex
     s = check_settings(REPORT, vars(a))
     report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
                           cost_threshold=s["cost_threshold"])
@@ -147,8 +147,8 @@ def cmd_jobs(a):
 
 
 def cmd_import(a):
-    from csrs_core.importers import import_checkpoint
-    from csrs_core.options import SettingError
+    from csrs_core.interop.importers import import_checkpoint
+    from csrs_core.cli.options import SettingError
     try:
         mean = [float(x) for x in a.mean.split(",")] if a.mean else None
         std = [float(x) for x in a.std.split(",")] if a.std else None

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 
 from csrs_core import CSRSError
-from csrs_core.certify import certified_cost, certify_from_counts
-from csrs_core.checkpoints import CheckpointError, list_checkpoints, read_meta
-from csrs_core.comparison import choose_together, differing_fields, row_differences
-from csrs_core.cost import parse_cost
-from csrs_core.metrics import expected_cost, rob_cs_at, summarize
-from csrs_core.options import REPORT, SettingError, check_settings
-from csrs_core.stats import (holm, paired_comparison, paired_cost_comparison, paired_outcomes,
+from csrs_core.certification.certificates import certified_cost, certify_from_counts
+from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
+from csrs_core.certification.comparisons import choose_together, differing_fields, row_differences
+from csrs_core.certification.cost import parse_cost
+from csrs_core.certification.metrics import expected_cost, rob_cs_at, summarize
+from csrs_core.cli.options import REPORT, SettingError, check_settings
+from csrs_core.certification.stats import (holm, paired_comparison, paired_cost_comparison, paired_outcomes,
                              proportion_interval)
-from csrs_core.store import list_records, load_record, recertify_command
+from csrs_core.sampling.store import list_records, load_record, recertify_command
 
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
 STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
@@ -91,7 +91,7 @@ def _select(checkpoints, name) -> tuple[dict, list[str], dict, list[str]]:
 
 def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict]:
     """{checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record, chosen together
-    by the one comparison policy (csrs_core.comparison.choose_together: the examples, n0, n, seed,
+    by the one comparison policy (csrs_core.certification.comparisons.choose_together: the examples, n0, n, seed,
     precision and scheme shared by the most checkpoints); notes on unreadable checkpoints, corrupt
     and stale records, then one line per setting in which the records chosen still differ (each
     checkpoint named by `name(checkpoint)`, default its file name without .pt); and every readable
@@ -122,7 +122,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     one whose method is 'gaussian' if exactly one is, else the first row. For every checkpoint whose
     record has the baseline's data identity (the same examples), d_acc and d_rob_cs are its Acc and
     Rob_cs(eps) minus the baseline's, and p_acc, p_rob_cs the exact two-sided McNemar p-values
-    (csrs_core.stats); the baseline's own row has d = 0 and p = NaN. Other checkpoints get NaN and a
+    (csrs_core.certification.stats); the baseline's own row has d = 0 and p = NaN. Other checkpoints get NaN and a
     note. The p-values are not adjusted for multiple comparisons.
 
     Records on the same examples but with other settings (n0, n, seed, precision, scheme, σ) are

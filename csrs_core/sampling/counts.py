@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from csrs_core.device import autocast
+from csrs_core.runtime.device import autocast
 
 NOISE_BLOCK = 500
 # Names the noise and counting scheme; part of every record's key. Change it whenever a change to

@@ -20,15 +20,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from csrs_core import CSRSError
-from csrs_core.checkpoints import load_model, read_checkpoint, save_checkpoint
-from csrs_core.cost import parse_cost
+from csrs_core.models.checkpoints import load_model, read_checkpoint, save_checkpoint
+from csrs_core.certification.cost import parse_cost
 from csrs_core.data import load_dataset
-from csrs_core.device import autocast, distributed_setup, pick_device, set_threads
-from csrs_core.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
-from csrs_core.locks import output_lock
-from csrs_core.models import architectures, build_model
-from csrs_core.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
-from csrs_core.progress import ProgressLog
+from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
+from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
+from csrs_core.runtime.locks import output_lock
+from csrs_core.models.architectures import architectures, build_model
+from csrs_core.cli.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
+from csrs_core.runtime.progress import ProgressLog
 
 
 
@@ -38,7 +38,7 @@ class TrainingError(CSRSError):
 
 @dataclass
 class TrainConfig:
-    """A training run's settings; names, defaults and ranges are csrs_core.options.TRAIN's."""
+    """A training run's settings; names, defaults and ranges are csrs_core.cli.options.TRAIN's."""
     method: str
     dataset: str
     out: str

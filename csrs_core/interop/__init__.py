@@ -1,0 +1,1 @@
+"""Importers of the field's checkpoint formats (Cohen et al., MACER, CS-RS, plain state dicts)."""

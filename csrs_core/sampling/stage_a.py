@@ -1,0 +1,222 @@
+"""Stage A for a checkpoint on an image set: what to sample, resuming, reuse of overlapping records, torchrun ranks.
+
+`counts_record` returns stage-A counts for a checkpoint and data: from the store when a valid
+record with the same key exists, else sampled (resuming a partial run, reusing rows already
+certified under the same key in another sample) and written to the store."""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from csrs_core import CSRSError
+from csrs_core.sampling.plan import PRECISIONS, choose_plan, machine_id, review
+from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
+from csrs_core.data import ImageSet
+from csrs_core.runtime.device import distributed_setup
+from csrs_core.runtime.locks import output_lock
+from csrs_core.cli.options import CERTIFY, check_settings
+from csrs_core.runtime.progress import ProgressLog
+from csrs_core.sampling.counts import sample_counts
+from csrs_core.sampling.store import (KEY_FIELDS, CorruptRecord, CountsRecord, cert_dir, key_name, list_records,
+                                     load_record, make_key, read_arrays, write_record)
+
+CHUNK = 32  # examples between saves of a partial result (more when that is under 16 passes)
+
+
+def _reuse_overlapping(checkpoint, key: dict, data: ImageSet, counts0, counts, done) -> int:
+    """Fill rows of examples already certified under the same key in another valid record of this
+    checkpoint (e.g. a 500-image sample inside a 1,000-image one). A row is taken only when that
+    record's images, gathered from `data`, hash to the digest it was made from, and every other
+    key field (checkpoint content, σ, n0, n, seed, precision, device type, scheme) is equal, so a
+    reused row is the same draws from the same smoothed classifier. Returns the rows filled."""
+    same = [f for f in KEY_FIELDS if f not in ("indices_sha256", "content_sha256")]
+    position = {int(i): p for p, i in enumerate(data.indices)}
+    filled = 0
+    for info in list_records(checkpoint):
+        if done.all():
+            break
+        if info.status != "valid" or any(info.meta.get(f) != key[f] for f in same):
+            continue
+        record = load_record(info.path)
+        if not all(int(i) in position for i in record.indices):
+            continue
+        rows = np.array([position[int(i)] for i in record.indices], dtype=np.int64)
+        if data.subset(rows).content_digest() != info.meta["content_sha256"]:
+            continue
+        new = ~done[rows]
+        counts0[rows[new]], counts[rows[new]], done[rows[new]] = record.counts0[new], record.counts[new], True
+        filled += int(new.sum())
+    return filled
+
+
+def _cached(final: Path, progress: ProgressLog) -> CountsRecord | None:
+    if not final.exists():
+        return None
+    try:
+        record = load_record(final)
+    except CorruptRecord as exc:
+        warnings.warn(f"certification record {final} is corrupt ({exc}); it is being recomputed")
+        return None
+    progress.write("cached", done=len(record.labels), total=len(record.labels), file=str(final))
+    return record
+
+
+def _resume(shard: Path, shape) -> tuple:
+    """counts0, counts, done of a partial run in `shard` (zeros when there is none or it is unusable)."""
+    counts0, counts, done = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape[0], bool)
+    if shard.exists():
+        try:
+            old = read_arrays(shard)
+            if old["counts"].shape == shape and "done" in old:
+                return old["counts0"], old["counts"], old["done"]
+        except CorruptRecord as exc:
+            warnings.warn(f"partial record {shard} is corrupt ({exc}); sampling those examples again")
+    return counts0, counts, done
+
+
+def _load_unchanged(checkpoint, num_classes: int):
+    """The checkpoint's model, metadata and content digest; refused when the file changes while read."""
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    digest = file_digest(checkpoint)
+    model, meta = load_model(checkpoint, num_classes)
+    if file_digest(checkpoint) != digest:
+        raise CSRSError(f"{checkpoint} changed while it was being read (a training run writing it?); try again")
+    return model, meta, digest
+
+
+def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progress):
+    """The autotuned plan; under torchrun every rank takes rank 0's, so all shares have one key."""
+    plan = choose_plan(model, dev, settings["precision"], settings["batch"], tuple(data.images.shape[1:]),
+                       samples=len(data) * (settings["n0"] + settings["n"]), progress=progress)
+    if world > 1:
+        shared = [(plan.precision, plan.batch, plan.compiled)]
+        dist.broadcast_object_list(shared, src=0)
+        plan.precision, plan.batch, plan.compiled = shared[0]
+    return plan
+
+
+def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model_dev, sigma: float,
+                  settings: dict, shard: Path, world: int, rank: int, progress: ProgressLog):
+    """Sample this rank's share of the examples not yet done (resumed from `shard`, or reused from
+    overlapping records), saving `shard` after every chunk. Returns counts0, counts, done, reused and
+    the rate tracker."""
+    n0, n = settings["n0"], settings["n"]
+    N, m = len(data), data.num_classes
+    labels = data.labels.numpy()
+    with output_lock(shard):
+        counts0, counts, done = _resume(shard, (N, m))
+        resumed = int(done.sum())
+        reused = _reuse_overlapping(checkpoint, key, data, counts0, counts, done)
+        mine = [p for p in range(N) if p % world == rank and not done[p]]
+        total = len(mine) * (n0 + n)
+        progress.write("start", examples=len(mine), total=total, device=str(model_dev), precision=plan.precision,
+                       batch=plan.batch, resumed=resumed, reused=reused,
+                       expected_s=None if plan.expected is None else round(total / plan.expected))
+        write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
+        tracker = _Rate(progress, total)
+        chunk = max(CHUNK, -(-16 * plan.batch // (n0 + n)))  # at least 16 full passes per call
+        for start in range(0, len(mine), chunk):
+            part = mine[start:start + chunk]
+            t0 = time.perf_counter()
+            c0, c = sample_counts(plan.runnable(model_dev), data.images, data.indices, m, sigma, n0, n, plan.batch,
+                                  settings["seed"], model_dev, plan.precision, positions=part, on_batch=tracker)
+            if start == chunk:  # the job's own second chunk (the first may include compiling) is a measurement too
+                review(plan, len(part) * (n0 + n) / (time.perf_counter() - t0), progress)
+            counts0[part], counts[part], done[part] = c0[part], c[part], True
+            write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
+    return counts0, counts, done, reused, tracker
+
+
+def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, counts, done) -> list[Path]:
+    """Under torchrun rank 0 gathers every rank's share into its arrays; returns the share files."""
+    shards = [folder / f"{name}.rank{r}-of-{world}.npz" for r in range(world)]
+    dist.barrier()
+    if rank == 0:
+        for path in shards:
+            a = read_arrays(path)
+            sel = a["done"]
+            counts0[sel], counts[sel], done[sel] = a["counts0"][sel], a["counts"][sel], True
+    dist.barrier()
+    return shards
+
+
+def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n: int = CERTIFY["n"].default,
+                  batch: int | None = None, seed: int = 0, sigma: float | None = None, device: str = "auto",
+                  precision: str = "auto", progress: ProgressLog | None = None,
+                  command: str | None = None) -> CountsRecord | None:
+    """Stage-A counts of `data` under the checkpoint's smoothed classifier (every setting checked
+    before any work): the stored record when one with the same key exists, else sampled and stored.
+    Under torchrun each rank samples every world-th example still missing and rank 0 merges the
+    shares into one record (the other ranks return None)."""
+    s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
+                                 "precision": precision})
+    progress = progress or ProgressLog(None)
+    model, ckpt_meta, digest = _load_unchanged(checkpoint, data.num_classes)
+    sigma = float(ckpt_meta["sigma"] if s["sigma"] is None else s["sigma"])
+    world, rank, dev = distributed_setup(device)
+    folder = cert_dir(checkpoint)
+    base_key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], "auto", dev.type)  # hashes the data once
+
+    def stored(precision):
+        key = {**base_key, "precision": precision}
+        return key, folder / f"{key_name(key)}.npz"
+
+    # with precision auto, a record made at any precision auto may choose is the answer already
+    for candidate in (PRECISIONS["cuda" if dev.type == "cuda" else "cpu"] if s["precision"] == "auto" else ()):
+        record = _cached(stored(candidate)[1], progress)
+        if record is not None:
+            return record if rank == 0 else None
+    plan = _shared_plan(model, dev, s, data, world, progress if rank == 0 else None)
+    key, final = stored(plan.precision)
+    record = _cached(final, progress)
+    if record is not None:
+        return record if rank == 0 else None
+    name = key_name(key)
+    meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],
+            "classes": data.classes, "num_examples": len(data), "device": str(dev), "batch": plan.batch,
+            "runtime": "compiled" if plan.compiled else "eager", "machine": machine_id(dev),
+            "planned_images_per_s": None if plan.expected is None else round(plan.expected),
+            **({"command": command} if command else {})}
+    shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
+    counts0, counts, done, reused, tracker = _sample_share(checkpoint, data, key, meta, plan, dev, sigma, s,
+                                                           shard, world, rank, progress)
+    shards = _merge_shares(folder, name, world, rank, counts0, counts, done) if world > 1 else [shard]
+    if rank != 0:
+        return None
+    if not done.all():
+        raise RuntimeError(f"{int((~done).sum())} examples were not sampled")  # a bug, never expected
+    meta["created"] = time.time()
+    if tracker.done:
+        meta["images_per_s"] = round(tracker.rate())  # this job's own sampling rate, start-up excluded
+    with output_lock(final):
+        write_record(final, counts0, counts, data.labels.numpy(), data.indices, meta)
+    for path in shards:
+        path.unlink(missing_ok=True)
+    progress.write("done", done=tracker.total, total=tracker.total, file=str(final))
+    return CountsRecord(counts0, counts, data.labels.numpy(), np.asarray(data.indices), meta, final, reused=reused)
+
+
+class _Rate:
+    """on_batch callback: writes a progress event (samples/s, ETA) at most once a second."""
+
+    def __init__(self, progress: ProgressLog, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+        self.t0, self.last = time.time(), 0.0
+
+    def rate(self) -> float:
+        """Samples per second so far."""
+        return self.done / max(time.time() - self.t0, 1e-9)
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        now = time.time()
+        if now - self.last > 1.0 or self.done >= self.total:
+            self.last = now
+            rate = self.rate()
+            self.progress.write("progress", done=self.done, total=self.total, samples_per_s=rate,
+                                eta_s=(self.total - self.done) / max(rate, 1e-9))
