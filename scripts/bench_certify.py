@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from csrs_core.sampling.plan import BATCHES, PRECISIONS, choose_plan, compile_model, forward_rate, machine_id
 from csrs_core.certification.certificates import certify_from_counts
-from csrs_core.models.checkpoints import load_model
 from csrs_core.certification.cost import CostMatrix
-from csrs_core.data import load_dataset
-from csrs_core.runtime.device import autocast, pick_device
 from csrs_core.certification.metrics import summarize
+from csrs_core.data import load_dataset
 from csrs_core.models.architectures import build_model
+from csrs_core.models.checkpoints import load_model
+from csrs_core.runtime.device import autocast, pick_device
 from csrs_core.sampling.counts import sample_counts
+from csrs_core.sampling.plan import BATCHES, PRECISIONS, choose_plan, compile_model, forward_rate, machine_id
 
 
 def stage_a(model, device, precision, batch, size, n, examples):

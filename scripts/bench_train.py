@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from csrs_core.certification.cost import CostMatrix
+from csrs_core.models.architectures import build_model
 from csrs_core.runtime.device import autocast, pick_device
 from csrs_core.training.losses import cs_macer_loss, macer_loss
-from csrs_core.models.architectures import build_model
 
 
 def run(model, opt, x, y, k, loss_fn, steps, device, precision):

@@ -255,6 +255,7 @@ def bare_rate(model, device, precision: str, batch: int, seconds: float, warmup:
     """Images/s of model(x).argmax(1) on a fixed batch, after `warmup` calls (a compiled model
     compiles and records its CUDA graphs there), timed between two synchronisations."""
     import torch
+
     from csrs_core.runtime.device import autocast
     x = torch.rand((batch, 3, size, size), device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), autocast(device, precision):
@@ -271,8 +272,8 @@ def bare_rate(model, device, precision: str, batch: int, seconds: float, warmup:
 
 def random_checkpoint(path: Path, arch: str, num_classes: int = 10):
     """An untrained `arch` saved as a CSRS checkpoint (what counts_record takes)."""
-    from csrs_core.models.checkpoints import save_checkpoint
     from csrs_core.models.architectures import build_model
+    from csrs_core.models.checkpoints import save_checkpoint
     model = build_model(arch, num_classes, [0.5] * 3, [0.25] * 3)
     save_checkpoint(path, model, {"arch": arch, "classes": [f"c{i}" for i in range(num_classes)],
                                   "dataset": "gpu-check-random", "sigma": 0.25, "method": "untrained",
@@ -284,6 +285,7 @@ def random_images(count: int, first_index: int, size: int = 32, num_classes: int
     """An ImageSet of random uint8 images (indices from first_index, so two sets never share a key)."""
     import numpy as np
     import torch
+
     from csrs_core.data import ImageSet
     gen = torch.Generator().manual_seed(first_index)
     images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=gen)
@@ -492,8 +494,9 @@ def step_throughput(ctx: Check, res: dict) -> None:
     through csrs_core.sampling.stage_a.counts_record at precision auto, its ratio to the limit, and the
     wall time it implies for BIG_JOB."""
     import torch
-    from csrs_core.sampling.plan import PRECISIONS
+
     from csrs_core.models.architectures import build_model
+    from csrs_core.sampling.plan import PRECISIONS
     s, dev = ctx.sizes, ctx.device()
     kind = "cuda" if dev.type == "cuda" else "cpu"
     precisions = PRECISIONS[kind]
@@ -522,6 +525,7 @@ def _compiled_rates(ctx, model, dev, precisions, rates, reserve) -> dict:
     """Adds 'compiled/p/b' rates (each precision at its best eager batch, best precisions first)
     while the step's time allows; returns each compile's seconds (or why there is none)."""
     import torch
+
     from csrs_core.sampling.plan import compile_model
     s = ctx.sizes
     order = sorted(precisions, key=lambda p: -max(v for k, v in rates.items() if k.split("/")[1] == p))
@@ -610,6 +614,7 @@ def _stage_a(ctx, res, dev, rates, eager_best, fastest) -> None:
 
 def _plan_model(ckpt, dev):
     import torch
+
     from csrs_core.models.checkpoints import load_model
     return load_model(ckpt)[0].to(dev).eval().to(memory_format=torch.channels_last)
 
@@ -621,10 +626,11 @@ def step_decisions(ctx: Check, res: dict) -> None:
     and the other precisions with the same noise, then a certification on this device compared
     with the stored CPU record (same examples, n0, n, seed, precision; other noise generator)."""
     import numpy as np
-    from csrs_core.sampling.plan import PRECISIONS, choose_plan
-    from csrs_core.models.checkpoints import load_model
+
     from csrs_core.data import load_dataset
+    from csrs_core.models.checkpoints import load_model
     from csrs_core.sampling.counts import sample_counts
+    from csrs_core.sampling.plan import PRECISIONS, choose_plan
     s, dev = ctx.sizes, ctx.device()
     ckpt, sample = ROOT / ctx.args.checkpoint, ROOT / ctx.args.sample
     model, meta = load_model(ckpt)
@@ -732,9 +738,9 @@ def step_smoothed_classifier(ctx: Check, res: dict) -> None:
 
     import csrs_core
     from csrs_core.certification.certificates import certify_from_counts
-    from csrs_core.models.checkpoints import load_model
     from csrs_core.certification.cost import CostMatrix
     from csrs_core.data import load_dataset
+    from csrs_core.models.checkpoints import load_model
     from csrs_core.sampling.counts import sample_counts
     cls = getattr(csrs_core, "SmoothedClassifier", None)
     if cls is None:
@@ -802,9 +808,10 @@ def step_training(ctx: Check, res: dict) -> None:
     also MACER as bench_train.py calls it (parts as floats: a host synchronisation per step)."""
     import torch
     import torch.nn.functional as F
+
     from csrs_core.certification.cost import CostMatrix
-    from csrs_core.training.losses import cs_macer_loss, macer_loss
     from csrs_core.models.architectures import build_model
+    from csrs_core.training.losses import cs_macer_loss, macer_loss
     bench = _load_script("bench_train")
     s, dev = ctx.sizes, ctx.device()
     cost = torch.as_tensor(CostMatrix.seedwise(10, [3]).matrix, device=dev)
@@ -859,8 +866,9 @@ def step_distributed(ctx: Check, res: dict) -> None:
     the CPU with gloo."""
     import numpy as np
     import torch
-    from csrs_core.models.checkpoints import load_model
+
     from csrs_core.data import load_dataset, select_examples
+    from csrs_core.models.checkpoints import load_model
     from csrs_core.sampling.counts import sample_counts
     from csrs_core.sampling.store import cert_dir, list_records, load_record
     s, dev = ctx.sizes, ctx.device()

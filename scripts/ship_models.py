@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 from csrs_core.certification.certificates import certified_cost, certify_from_counts
-from csrs_core.models.checkpoints import file_digest
 from csrs_core.certification.cost import parse_cost
-from csrs_core.data import load_dataset, select_examples
 from csrs_core.certification.metrics import summarize
+from csrs_core.data import load_dataset, select_examples
+from csrs_core.models.checkpoints import file_digest
 from csrs_core.sampling.stage_a import counts_record
 
 REPO = Path(__file__).resolve().parents[1]

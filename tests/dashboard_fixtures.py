@@ -48,3 +48,25 @@ def click_grid(at, matrix) -> None:
                           json_trigger_value=json.dumps([{"event": "matrix", "value": np.asarray(matrix).tolist()}]))
     states.widgets.append(trigger)
     at._run(widget_state=states)
+
+
+def build_large_case(root: Path, m: int = 1000, examples: int = 100) -> Path:
+    """A case folder `root/many` of one untrained resnet8 over m classes with a cached certification of
+    `examples` random 16 x 16 images (n0 = 8, n = 24): the scale of an ImageNet-sized class list."""
+    import torch
+    from csrs_core.data.images import ImageSet
+    from csrs_core.models.architectures import build_model
+    from csrs_core.models.checkpoints import save_checkpoint
+    case = root / "many"
+    case.mkdir(parents=True)
+    classes = [f"c{i}" for i in range(m)]
+    mean, std = [0.5] * 3, [0.25] * 3
+    torch.manual_seed(0)
+    meta = {"arch": "resnet8", "classes": classes, "dataset": "many", "sigma": 0.25, "method": "gaussian",
+            "mean": mean, "std": std}
+    save_checkpoint(case / "wide.pt", build_model("resnet8", m, mean, std), meta)
+    gen = torch.Generator().manual_seed(0)
+    data = ImageSet("many", "test", torch.randint(0, 256, (examples, 3, 16, 16), dtype=torch.uint8, generator=gen),
+                    torch.randint(0, m, (examples,), generator=gen), classes, mean=tuple(mean), std=tuple(std))
+    counts_record(case / "wide.pt", data, n0=8, n=24, batch=256)
+    return root

@@ -10,7 +10,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-
 from dashboard_fixtures import build_case
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

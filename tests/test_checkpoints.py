@@ -3,8 +3,8 @@ import pickle
 import pytest
 import torch
 
-from csrs_core.models.checkpoints import CheckpointError, load_model, read_meta, save_checkpoint
 from csrs_core.models.architectures import architectures, build_model
+from csrs_core.models.checkpoints import CheckpointError, load_model, read_meta, save_checkpoint
 
 META = {"arch": "resnet8", "classes": ["a", "b", "c"], "dataset": "synthetic", "sigma": 0.25,
         "method": "gaussian", "mean": [0.5] * 3, "std": [0.25] * 3}

@@ -153,8 +153,8 @@ def root(tmp_path_factory, synthetic_checkpoint):
 
 
 def _open(root, monkeypatch, example=None):
-    from streamlit.testing.v1 import AppTest
     from dashboard_fixtures import APP
+    from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
     at = AppTest.from_file(APP, default_timeout=60)
     if example is not None:

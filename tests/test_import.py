@@ -9,11 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from csrs_core.models.checkpoints import CheckpointError, load_model, save_checkpoint
 from csrs_core.interop.importers import COHEN_CIFAR10_MEAN, COHEN_CIFAR10_STD, detect_format, import_checkpoint
 from csrs_core.models.architectures import architectures, build_model, canonical_arch
+from csrs_core.models.checkpoints import CheckpointError, load_model, save_checkpoint
 from csrs_core.sampling.counts import sample_counts
-
 
 # --- the source projects' networks, rebuilt -------------------------------------------------------
 

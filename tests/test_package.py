@@ -85,6 +85,7 @@ def test_progress_is_plain_lines_in_a_log_and_silent_with_quiet(tmp_path, synthe
 
 def test_report_prints_the_readme_tables_as_markdown(capsys):
     from pathlib import Path
+
     from csrs_core.cli import commands as cli
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "ham10000"
     assert cli.main(["report", "--checkpoints", str(shipped), "--cost", "pairwise:1>0", "--eps", "0.5",

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from csrs_core.data import load_dataset, select_examples
+from csrs_core.models.checkpoints import load_model
+from csrs_core.sampling.counts import sample_counts
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.sampling.store import cert_dir, key_name, list_records, make_key, write_record
-from csrs_core.models.checkpoints import load_model
-from csrs_core.data import load_dataset, select_examples
-from csrs_core.sampling.counts import sample_counts
 
 
 @pytest.fixture(scope="module")

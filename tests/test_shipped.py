@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrs_core.sampling.stage_a import counts_record
-from csrs_core.models.checkpoints import list_checkpoints, load_model
-from csrs_core.data import load_dataset
 from csrs_core.cli.report import report_table, select_for_comparison
+from csrs_core.data import load_dataset
+from csrs_core.models.checkpoints import list_checkpoints, load_model
+from csrs_core.sampling.stage_a import counts_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 CASES = {"cifar10": ("seedwise:3", 10), "ham10000": ("pairwise:1>0", 2), "imagenette": ("seedwise:7", 10)}

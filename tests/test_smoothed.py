@@ -223,9 +223,9 @@ def test_importing_the_package_and_stage_b_does_not_import_torch():
 
 def test_counts_equal_the_certification_runners_record(tmp_path):
     """The same counts as `csrs certify` stores for a checkpoint and data (uint8 images, their indices)."""
-    from csrs_core.models.checkpoints import load_model, save_checkpoint
     from csrs_core.data import load_dataset
     from csrs_core.models.architectures import build_model
+    from csrs_core.models.checkpoints import load_model, save_checkpoint
     from csrs_core.sampling.stage_a import counts_record
     data = load_dataset("synthetic", "test").subset(np.arange(20, 30))
     torch.manual_seed(0)

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from csrs_core import CSRSError
-from csrs_core.cli import commands as cli
 from csrs_core.certification.certificates import certify_from_counts
-from csrs_core.models.checkpoints import load_model, save_checkpoint
 from csrs_core.certification.cost import CostMatrix
-from csrs_core.data import load_dataset
 from csrs_core.certification.metrics import balanced_accuracy, per_class, per_class_recall, summarize
+from csrs_core.certification.stats import mcnemar, paired_comparison
+from csrs_core.cli import commands as cli
 from csrs_core.cli.options import SettingError
 from csrs_core.cli.report import report_table
+from csrs_core.data import load_dataset
+from csrs_core.models.checkpoints import load_model, save_checkpoint
 from csrs_core.sampling.stage_a import counts_record
-from csrs_core.certification.stats import mcnemar, paired_comparison
 from csrs_core.sampling.store import list_records, load_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -244,6 +244,7 @@ def test_shipped_cifar10_reviewer_p_values(capsys):
 
 def test_proportion_intervals_are_exact_and_cover():
     from scipy.stats import binomtest
+
     from csrs_core.certification.stats import proportion_interval
     for k, n in [(0, 10), (3, 10), (10, 10), (37, 100), (672, 1000)]:
         ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")

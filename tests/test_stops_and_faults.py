@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from csrs_core.cli import commands as cli
-from csrs_core.sampling import plan as autotune
-from csrs_core.runtime.atomic import FileWriteError, atomic_write_text
 from csrs_core.certification.cost import CostMatrixError, parse_cost
+from csrs_core.cli import commands as cli
 from csrs_core.data import DatasetError, load_dataset
+from csrs_core.runtime.atomic import FileWriteError, atomic_write_text
 from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import read_progress
 from csrs_core.runtime.signals import Stopped, stop_on_sigterm
+from csrs_core.sampling import plan as autotune
 from csrs_core.sampling.store import recertify_command
 
 
@@ -336,9 +336,10 @@ def test_a_checkpoint_a_run_is_writing_cannot_be_deleted(case):
 
 
 def test_the_radius_limit_follows_the_mode(tmp_path, synthetic_checkpoint, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-    from csrs_core.certification.bounds import max_certifiable_radius
     from dashboard_fixtures import build_case
+    from streamlit.testing.v1 import AppTest
+
+    from csrs_core.certification.bounds import max_certifiable_radius
     root = build_case(tmp_path, synthetic_checkpoint)  # records at n = 100, alpha 0.001
     monkeypatch.setenv("CSRS_CHECKPOINTS", str(root))
     app = Path(__file__).resolve().parents[1] / "csrs_core" / "dashboard" / "app.py"

@@ -204,6 +204,7 @@ def test_a_run_from_before_an_option_existed_resumes_at_its_default(tmp_path):
 
 def test_train_gives_back_the_signal_handlers_it_replaced(tmp_path):
     import signal
+
     from csrs_core.training.loop import TrainConfig, train
 
     def mine(signum, frame):

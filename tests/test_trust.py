@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from csrs_core.cli import commands as cli
-from csrs_core.models.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
-from csrs_core.data import load_dataset
 from csrs_core.cli.report import report_table
+from csrs_core.data import load_dataset
+from csrs_core.models.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.sampling.store import cert_dir, choose_records, list_records
 
@@ -185,6 +185,7 @@ def test_training_and_import_settings_are_refused_with_a_message(tmp_path, capsy
 
 def test_booleans_and_fractional_numbers_are_not_whole_numbers():
     import numpy as np
+
     from csrs_core.cli.options import CERTIFY, SettingError
     for bad in (True, 2.5, np.float32(2.5)):
         with pytest.raises(SettingError):

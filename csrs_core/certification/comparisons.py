@@ -1,7 +1,7 @@
 """Which certification records are compared side by side, and what differs between them.
 
-One policy for `csrs report` and every dashboard view (design.md section 5, "Comparisons"). Pure
-Python: it reads only records' metadata (`store.RecordInfo` or anything with `.meta` and
+One policy for `csrs report` and every dashboard view (design.md section 5, "Comparisons"). The record
+choice reads only records' metadata (`store.RecordInfo` or anything with `.meta` and
 `.data_id`), so it imports without torch.
 
 Records compared together should share the *comparison settings*: the examples (data set, split,
@@ -13,11 +13,17 @@ budget.)
 `choose_together` picks one record per checkpoint so that as many checkpoints as possible share
 all comparison settings; `describe_differences` names every setting in which the records shown
 still differ, one line per setting, each listing every checkpoint's value ("a: n = 400, b: n = 40").
+`metrics_row` and `with_holm` make the rows of every metrics table of compared checkpoints.
 """
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+
+import pandas as pd
+
+from csrs_core.certification.metrics import summarize
+from csrs_core.certification.stats import holm, paired_outcomes, proportion_interval
 
 SETTINGS = ("n0", "n", "seed", "precision", "scheme")
 """Besides the examples, what records compared together share when they can."""
@@ -167,3 +173,17 @@ def choose_together(listings: dict, name=None) -> tuple[dict, list[str]]:
         chosen[c] = (best, best.data_id == common[0])
     shown = {name(c): info for c, (info, _) in chosen.items() if info is not None}
     return chosen, describe_differences(shown)
+
+
+def metrics_row(table: pd.DataFrame, eps: float) -> dict:
+    """summarize(table, eps) with the exact 95 % intervals of Acc and Rob_cs over the test examples
+    (acc_lo, acc_hi, rob_cs_lo, rob_cs_hi): one row of every metrics table, in `report` and on Explore."""
+    outcomes = paired_outcomes(table, eps)
+    acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
+    rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
+    return {**summarize(table, eps), "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
+
+
+def with_holm(df: pd.DataFrame) -> pd.DataFrame:
+    """df with p_acc_holm and p_rob_cs_holm: its p_acc and p_rob_cs Holm-adjusted as one family each."""
+    return df.assign(p_acc_holm=holm(df["p_acc"]), p_rob_cs_holm=holm(df["p_rob_cs"]))

@@ -26,9 +26,9 @@ def _progress(a, path):
 def cmd_certify(a):
     from csrs_core.certification.certificates import certified_cost, certify_from_counts
     from csrs_core.certification.cost import parse_cost
+    from csrs_core.certification.metrics import expected_cost, summarize
     from csrs_core.data import load_dataset, select_examples
     from csrs_core.runtime.device import set_threads
-    from csrs_core.certification.metrics import expected_cost, summarize
     from csrs_core.sampling.stage_a import counts_record
 
     t0 = time.time()
@@ -147,8 +147,8 @@ def cmd_jobs(a):
 
 
 def cmd_import(a):
-    from csrs_core.interop.importers import import_checkpoint
     from csrs_core.cli.options import SettingError
+    from csrs_core.interop.importers import import_checkpoint
     try:
         mean = [float(x) for x in a.mean.split(",")] if a.mean else None
         std = [float(x) for x in a.std.split(",")] if a.std else None

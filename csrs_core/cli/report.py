@@ -9,13 +9,18 @@ import pandas as pd
 
 from csrs_core import CSRSError
 from csrs_core.certification.certificates import certified_cost, certify_from_counts
-from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
-from csrs_core.certification.comparisons import choose_together, differing_fields, row_differences
+from csrs_core.certification.comparisons import (
+    choose_together,
+    differing_fields,
+    metrics_row,
+    row_differences,
+    with_holm,
+)
 from csrs_core.certification.cost import parse_cost
-from csrs_core.certification.metrics import expected_cost, rob_cs_at, summarize
+from csrs_core.certification.metrics import expected_cost, rob_cs_at
+from csrs_core.certification.stats import paired_comparison, paired_cost_comparison
 from csrs_core.cli.options import REPORT, SettingError, check_settings
-from csrs_core.certification.stats import (holm, paired_comparison, paired_cost_comparison, paired_outcomes,
-                             proportion_interval)
+from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.sampling.store import list_records, load_record, recertify_command
 
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
@@ -44,20 +49,6 @@ class Report:
     header: str = ""
     baseline: str | None = None
     differences: list[str] = field(default_factory=list)
-
-
-def metrics_row(table: pd.DataFrame, eps: float) -> dict:
-    """summarize(table, eps) with the exact 95 % intervals of Acc and Rob_cs over the test examples
-    (acc_lo, acc_hi, rob_cs_lo, rob_cs_hi): one row of every metrics table, in `report` and on Explore."""
-    outcomes = paired_outcomes(table, eps)
-    acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
-    rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
-    return {**summarize(table, eps), "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
-
-
-def with_holm(df: pd.DataFrame) -> pd.DataFrame:
-    """df with p_acc_holm and p_rob_cs_holm: its p_acc and p_rob_cs Holm-adjusted as one family each."""
-    return df.assign(p_acc_holm=holm(df["p_acc"]), p_rob_cs_holm=holm(df["p_rob_cs"]))
 
 
 def confidence_line(alpha: float, mode: str) -> str:

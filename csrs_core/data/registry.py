@@ -10,8 +10,17 @@ import numpy as np
 import torch
 
 from csrs_core.data.images import IMAGENET_MEAN, IMAGENET_STD, DatasetError, ImageSet, load_sample
-from csrs_core.data.sources import (find_source, folder_split, image_folder, decode_cached, load_cifar10,
-                                    load_ham10000, Source, synthetic, data_root)
+from csrs_core.data.sources import (
+    Source,
+    data_root,
+    decode_cached,
+    find_source,
+    folder_split,
+    image_folder,
+    load_cifar10,
+    load_ham10000,
+    synthetic,
+)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]

@@ -32,10 +32,10 @@ from typing import Sequence
 
 import torch
 
-from csrs_core.models.checkpoints import FORMAT, CheckpointError, file_digest, safe_load, save_checkpoint
+from csrs_core.cli.options import TRAIN
 from csrs_core.data import DATASETS, IMAGENET_MEAN, IMAGENET_STD
 from csrs_core.models.architectures import CifarResNet, architectures, build_model, canonical_arch
-from csrs_core.cli.options import TRAIN
+from csrs_core.models.checkpoints import FORMAT, CheckpointError, file_digest, safe_load, save_checkpoint
 
 FORMATS = ("auto", "cohen", "macer", "cs-rs", "torchvision")
 
@@ -378,3 +378,32 @@ def _normalisation(fmt, dataset, has_norm_layer, file_norm, mean, std, src):
         raise CheckpointError(f"{src}: the {fmt} normalisation layer's statistics are not saved in the file "
                               f"and the project defines none for {dataset}; pass mean and std")
     return _NORMALIZE_LAYER_STATS[dataset]
+
+
+def describe_source(src, dataset: str, fmt: str = "auto") -> dict:
+    """What import_checkpoint(src, out, None, dataset, sigma, fmt) would take from the file, read the
+    same way (weights only) and writing nothing: {"format": the layout (detected when "auto"),
+    "arch": the CSRS architecture, "arch_from": "file" (the file names it) or "weights" (inferred
+    from them), "outputs": the classifier's class count, "mean", "std": the normalisation used unless
+    overridden, or None where the file and the format leave it to the caller}. CheckpointError, as
+    import_checkpoint's, for a file whose format or architecture it would refuse."""
+    src = Path(src)
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    payload = safe_load(src)
+    fmt = detect_format(payload, src) if fmt == "auto" else fmt
+    state, has_norm_layer, file_norm, file_arch = _unwrap(payload, fmt, src)
+    kind = _network_kind(state, src)
+    if kind == "cifar" and fmt == "torchvision":
+        raise CheckpointError(f"{src} holds a CIFAR ResNet (3x3 stem, 16 channels), not a torchvision "
+                              "ResNet; use format cohen, macer or cs-rs")
+    arch = _resolve_arch(None, file_arch, kind, state, src)
+    fc = state.get("fc.weight")
+    outputs = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.dim() == 2 else None
+    try:
+        mean, std = _normalisation(fmt, dataset, has_norm_layer, file_norm, None, None, src)
+    except CheckpointError:  # a normalisation layer whose statistics neither the file nor the project give
+        mean = std = None
+    return {"format": fmt, "arch": arch, "arch_from": "file" if file_arch else "weights", "outputs": outputs,
+            "mean": None if mean is None else [float(x) for x in mean],
+            "std": None if std is None else [float(x) for x in std]}

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from csrs_core import CSRSError, __version__
-from csrs_core.runtime.atomic import FileWriteError, atomic_path
 from csrs_core.models.architectures import build_model
+from csrs_core.runtime.atomic import FileWriteError, atomic_path
 
 FORMAT = "csrs-checkpoint-v1"
 REQUIRED_META = ("arch", "classes", "dataset", "sigma", "method", "mean", "std")

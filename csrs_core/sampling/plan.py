@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 import torch
 
-from csrs_core.runtime.atomic import atomic_write_text
 from csrs_core.data import cache_dir
+from csrs_core.runtime.atomic import atomic_write_text
 from csrs_core.runtime.device import autocast
 from csrs_core.runtime.locks import OutputBusyError, output_lock
 
@@ -245,3 +245,35 @@ def _measure_compiled(model, device, image_shape, rates: dict, progress) -> dict
         if progress is not None:
             progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
         return {key: 0.0}
+
+
+def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
+                samples: int) -> float | None:
+    """Images per second at which choose_plan would run a job of `samples` noisy images with these
+    settings, from the tuning cache alone: it never measures and never writes. None when the cache
+    holds no measurement of this model and input shape on this machine for these settings. With
+    precision and batch both given (choose_plan measures nothing then), any cached measurement of
+    that precision and batch counts."""
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    prefix = f"{machine_id(device)}|{model_id(model, image_shape)}|"
+    table = _load_table()
+    entries = {k: _rates(v) for k, v in table.items() if k.startswith(prefix)} if isinstance(table, dict) else {}
+    if precision != "auto" and batch is not None:
+        wanted = f"eager/{precision}/{batch}"
+        return max((rates[wanted] for rates in entries.values() if wanted in rates), default=None)
+    precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
+    batches = BATCHES[kind] if batch is None else (batch,)
+    rates = entries.get(f"{prefix}{','.join(precisions)}|{batches}", {})
+    eager = [v for k, v in rates.items() if k.startswith("eager/")]
+    if not eager:
+        return None
+    worth_compiling = samples / max(eager) > COMPILE_WORTH_S[kind]
+    return max(v for k, v in rates.items() if worth_compiling or k.startswith("eager/"))
+
+
+def _rates(entry) -> dict:
+    """The positive rates of a cache entry ({} for an entry that is not a table of rates)."""
+    if not isinstance(entry, dict):
+        return {}
+    return {k: float(v) for k, v in entry.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}

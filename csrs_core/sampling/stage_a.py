@@ -13,16 +13,26 @@ import numpy as np
 import torch.distributed as dist
 
 from csrs_core import CSRSError
-from csrs_core.sampling.plan import PRECISIONS, choose_plan, machine_id, review
-from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
+from csrs_core.cli.options import CERTIFY, check_settings
 from csrs_core.data import ImageSet
+from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
 from csrs_core.runtime.device import distributed_setup
 from csrs_core.runtime.locks import output_lock
-from csrs_core.cli.options import CERTIFY, check_settings
 from csrs_core.runtime.progress import ProgressLog
 from csrs_core.sampling.counts import sample_counts
-from csrs_core.sampling.store import (KEY_FIELDS, CorruptRecord, CountsRecord, cert_dir, key_name, list_records,
-                                     load_record, make_key, read_arrays, write_record)
+from csrs_core.sampling.plan import PRECISIONS, choose_plan, machine_id, review
+from csrs_core.sampling.store import (
+    KEY_FIELDS,
+    CorruptRecord,
+    CountsRecord,
+    cert_dir,
+    key_name,
+    list_records,
+    load_record,
+    make_key,
+    read_arrays,
+    write_record,
+)
 
 CHUNK = 32  # examples between saves of a partial result (more when that is under 16 passes)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from csrs_core import CSRSError
-from csrs_core.runtime.atomic import atomic_write_npz
-from csrs_core.models.checkpoints import file_digest
 from csrs_core.data import ImageSet
+from csrs_core.models.checkpoints import file_digest
+from csrs_core.runtime.atomic import atomic_write_npz
 from csrs_core.sampling.counts import SAMPLING_SCHEME
 
 FORMAT = "csrs-counts-v2"

@@ -20,16 +20,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from csrs_core import CSRSError
-from csrs_core.models.checkpoints import load_model, read_checkpoint, save_checkpoint
 from csrs_core.certification.cost import parse_cost
-from csrs_core.data import load_dataset
-from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
-from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
-from csrs_core.runtime.locks import output_lock
-from csrs_core.models.architectures import architectures, build_model
 from csrs_core.cli.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
+from csrs_core.data import load_dataset
+from csrs_core.models.architectures import architectures, build_model
+from csrs_core.models.checkpoints import load_model, read_checkpoint, save_checkpoint
+from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
+from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
-
+from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
 
 
 class TrainingError(CSRSError):

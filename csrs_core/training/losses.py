@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def _hinge_sum(threshold: float, top: torch.Tensor, other: torch.Tensor, eligible: torch.Tensor,
                low: float, high: float, low_open: bool = False) -> torch.Tensor:
     """Sum over eligible rows of threshold - d, d = Phi^-1(top) - Phi^-1(other), where low <= d <= high

@@ -10,7 +10,8 @@ from csrs_core.certification.bounds import max_certifiable_radius
 from csrs_core.certification.comparisons import difference_lines
 from csrs_core.certification.certificates import smoothed_confusion
 from csrs_core.certification.metrics import eps_curve, per_class
-from csrs_core.cli.report import metrics_row, to_latex, with_holm
+from csrs_core.certification.comparisons import metrics_row, with_holm
+from csrs_core.cli.report import to_latex
 from csrs_core.certification.stats import paired_comparison
 from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
