@@ -177,6 +177,21 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
     limit = limit_radius(shares, c_a, label, omega, sigma, mode) if n else -math.inf
     need = None if certified else needed_n(counts, c_a, label, omega, sigma, alpha, mode, eps)
 
+    out = {"c_a": c_a, "n_a": n_a, "n": n, "n0": n0, "sensitive": sensitive, "omega": [int(k) for k in ks],
+           "p_a_lower": p_lower, "p_a_lower_half": p_lower_half, "r1": r1, "r1_term": r1_term, "r2": r2,
+           "radius": rad, "pred_std": pred_std, "outcome": outcome, "costly": costly, "limiting": limiting,
+           "needed_n": need, "limit": limit}
+    return {**out, "reasons": _reasons(out, label, alpha, mode, eps, classes)}
+
+
+def _reasons(e: dict, label: int, alpha: float, mode: str, eps: float, classes) -> list[str]:
+    """The sentences that say why the example explained in `e` has its outcome, and what n would help."""
+    c_a, n_a, n, p_lower, pred_std = e["c_a"], e["n_a"], e["n"], e["p_a_lower"], e["pred_std"]
+    sensitive, r1, r1_term, r2, rad, need, limit = (e["sensitive"], e["r1"], e["r1_term"], e["r2"], e["radius"],
+                                                    e["needed_n"], e["limit"])
+    costly, limiting, size = e["costly"], e["limiting"], len(e["omega"])
+    top_costly, certified = c_a in e["omega"], e["outcome"] == CERTIFIED
+
     top = _name(classes, c_a)
     truth = _name(classes, label)
     a_term = "R1(α/2)" if mode == "sound" else "R1(α)"
@@ -218,7 +233,4 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
                            f"shares the radius would be {format_radius(limit)} ≤ ε.")
         else:
             reasons.append(f"More than {N_MAX:,} samples would be needed with the same vote shares.")
-    return {"c_a": c_a, "n_a": n_a, "n": n, "n0": n0, "sensitive": sensitive, "omega": [int(k) for k in ks],
-            "p_a_lower": p_lower, "p_a_lower_half": p_lower_half, "r1": r1, "r1_term": r1_term, "r2": r2,
-            "radius": rad, "pred_std": pred_std, "outcome": outcome, "costly": costly, "limiting": limiting,
-            "needed_n": need, "limit": limit, "reasons": reasons}
+    return reasons

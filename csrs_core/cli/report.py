@@ -137,22 +137,11 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     notes += differences
     rows, tables, infos, costs = [], {}, {}, {}
     for ckpt, (info, _) in chosen.items():
-        record = load_record(info.path)
-        classes = record.meta["classes"]
-        cost = parse_cost(cost_spec, len(classes), classes)
-        table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
-                                    sigma=record.meta["sigma"], alpha=alpha, mode=mode)
-        s = metrics_row(table, eps)
         name = name_of(ckpt)
-        tables[name], infos[name] = table, info
-        row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
-               **{k: s[k] for k in TABLE_COLUMNS if k in s}}
-        with_costs = cost_threshold is not None or not cost.is_binary
-        if with_costs:
-            costs[name] = certified_cost(record.counts0, record.counts, record.labels, cost,
-                                         sigma=record.meta["sigma"], alpha=alpha, eps=eps, mode=mode)
-            row.update(expected_cost=expected_cost(costs[name]),
-                       rob_cs_tau=rob_cs_at(costs[name], table["sensitive"].to_numpy(), cost_threshold or 0.0))
+        infos[name] = info
+        row, tables[name], cost = _row(name, info, cost_spec, eps, alpha, mode, cost_threshold)
+        if cost is not None:
+            costs[name] = cost
         rows.append(row)
     columns = TABLE_COLUMNS + (COST_COLUMNS if costs else [])
     df = pd.DataFrame(rows, columns=columns)
@@ -165,30 +154,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         return Report(df, notes, header, None, differences)
     ref = _pick_baseline(df, folder, baseline)
     for i, name in enumerate(df["checkpoint"]):
-        if name == ref:
-            df.loc[i, ["d_acc", "d_rob_cs"]] = [0.0, 0.0 if df.loc[i, "n_sensitive"] else np.nan]
-            if costs:
-                df.loc[i, "d_expected_cost"] = 0.0
-            continue
-        if infos[name].data_id != infos[ref].data_id:
-            notes.append(f"{name}: not compared with baseline {ref}: certified on other examples "
-                         f"({infos[name].describe()} vs {infos[ref].describe()}); d_*/p_* left empty")
-            continue
-        try:
-            cmp = paired_comparison(tables[ref], tables[name], eps)
-        except CSRSError as exc:
-            notes.append(f"{name}: not compared with baseline {ref}: {exc}")
-            continue
-        df.loc[i, ["d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]] = [cmp["d_acc"], cmp["p_acc"],
-                                                                 cmp["d_rob_cs"], cmp["p_rob_cs"]]
-        if costs:
-            paired = paired_cost_comparison(costs[ref], costs[name])
-            df.loc[i, ["d_expected_cost", "p_expected_cost"]] = [paired["d_expected_cost"], paired["p_expected_cost"]]
-        budget = [f for f in differing_fields({ref: infos[ref], name: infos[name]}) if f != "examples"]
-        if budget:
-            pair = row_differences({ref: infos[ref], name: infos[name]})
-            notes.append(f"{name}: d_*/p_* against baseline {ref} are paired on the same examples, but the records "
-                         f"differ ({ref}: {pair[ref]}; {name}: {pair[name]}): they test model and settings together")
+        _paired_columns(df, i, name, ref, tables, infos, costs, eps, notes)
     df = with_holm(df)
     header += (f"\npaired tests vs baseline {ref} on the same examples: d_acc, d_rob_cs = row − baseline; "
                f"p_acc, p_rob_cs = exact two-sided McNemar p-values (Acc over all examples, Rob_cs(ε) over "
@@ -200,6 +166,55 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
                    f"two-sided paired sign-flip permutation test of the mean cost (20,000 random patterns: "
                    f"5e-05 is its floor)")
     return Report(df, notes, header, ref, differences)
+
+
+def _row(name: str, info, cost_spec: str, eps: float, alpha: float, mode: str, cost_threshold):
+    """One checkpoint's table row from its record, its certificate table, and its per-example certified
+    costs (None unless the matrix is real-valued or a threshold is given)."""
+    record = load_record(info.path)
+    classes = record.meta["classes"]
+    cost = parse_cost(cost_spec, len(classes), classes)
+    table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
+                                sigma=record.meta["sigma"], alpha=alpha, mode=mode)
+    s = metrics_row(table, eps)
+    row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
+           **{k: s[k] for k in TABLE_COLUMNS if k in s}}
+    if cost_threshold is None and cost.is_binary:
+        return row, table, None
+    costs = certified_cost(record.counts0, record.counts, record.labels, cost,
+                           sigma=record.meta["sigma"], alpha=alpha, eps=eps, mode=mode)
+    row.update(expected_cost=expected_cost(costs),
+               rob_cs_tau=rob_cs_at(costs, table["sensitive"].to_numpy(), cost_threshold or 0.0))
+    return row, table, costs
+
+
+def _paired_columns(df: pd.DataFrame, i: int, name: str, ref: str, tables: dict, infos: dict, costs: dict,
+                    eps: float, notes: list[str]) -> None:
+    """Fill row i's d_* and p_* against the baseline `ref` (paired on the same examples only), adding a
+    note when the row is not compared or its record's settings differ from the baseline's."""
+    if name == ref:
+        df.loc[i, ["d_acc", "d_rob_cs"]] = [0.0, 0.0 if df.loc[i, "n_sensitive"] else np.nan]
+        if costs:
+            df.loc[i, "d_expected_cost"] = 0.0
+        return
+    if infos[name].data_id != infos[ref].data_id:
+        notes.append(f"{name}: not compared with baseline {ref}: certified on other examples "
+                     f"({infos[name].describe()} vs {infos[ref].describe()}); d_*/p_* left empty")
+        return
+    try:
+        cmp = paired_comparison(tables[ref], tables[name], eps)
+    except CSRSError as exc:
+        notes.append(f"{name}: not compared with baseline {ref}: {exc}")
+        return
+    df.loc[i, ["d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]] = [cmp[k] for k in ("d_acc", "p_acc", "d_rob_cs", "p_rob_cs")]
+    if costs:
+        paired = paired_cost_comparison(costs[ref], costs[name])
+        df.loc[i, ["d_expected_cost", "p_expected_cost"]] = [paired["d_expected_cost"], paired["p_expected_cost"]]
+    budget = [f for f in differing_fields({ref: infos[ref], name: infos[name]}) if f != "examples"]
+    if budget:
+        pair = row_differences({ref: infos[ref], name: infos[name]})
+        notes.append(f"{name}: d_*/p_* against baseline {ref} are paired on the same examples, but the records "
+                     f"differ ({ref}: {pair[ref]}; {name}: {pair[name]}): they test model and settings together")
 
 
 def to_latex(df: pd.DataFrame, caption: str) -> str:
