@@ -1,8 +1,14 @@
-"""Click-to-update time of the Explore page in a real headless Chromium (Debian's package, driven
-by Playwright): on the shipped landing page (CIFAR-10, every shipped checkpoint x 1,000 examples),
-click a cost-matrix cell and time until the figures that depend on the matrix show new data.
-Goal: median <= 0.25 s.
-Usage: python scripts/bench_dashboard_browser.py [--clicks 16] [--case cifar10|ham10000] [--checkpoints checkpoints]"""
+"""The dashboard's speed in a real headless Chromium (Debian's package, driven by Playwright), each
+time also as a ratio to the same action on a trivial Streamlit page served by the same machine in the
+same run (a button that reruns a one-line script), since machines differ 2x and more:
+
+1. Explore click: on the shipped landing page (CIFAR-10, every shipped checkpoint x 1,000 examples),
+   click a cost-matrix cell and time until the figures that depend on the matrix show new data.
+   Goal: median <= 0.25 s.
+2. Examples page open: from navigation start until the gallery shows >= 8 decoded thumbnails and the
+   opened example's vote histograms are drawn. Goal: median < 2 s.
+Usage: python scripts/bench_dashboard_browser.py [--clicks 16] [--opens 5] [--case cifar10|ham10000]
+       [--checkpoints checkpoints]"""
 import argparse
 import os
 import shutil
@@ -10,9 +16,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from playwright.sync_api import sync_playwright
 
 from csrs_core.dashboard.launch import streamlit_command
@@ -28,9 +36,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(checkpoints: Path, port: int) -> subprocess.Popen:
+TRIVIAL_APP = """import streamlit as st
+st.session_state.setdefault("n", 0)
+if st.button("again"):
+    st.session_state.n += 1
+st.write(f"clicked {st.session_state.n} times")
+"""
+
+
+def serve(checkpoints: Path, port: int, command=None) -> subprocess.Popen:
     env = dict(os.environ, CSRS_CHECKPOINTS=str(checkpoints.resolve()))
-    proc = subprocess.Popen(streamlit_command("127.0.0.1", port), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command or streamlit_command("127.0.0.1", port), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -46,8 +62,8 @@ FIGURES = "[data-testid=stVegaLiteChart]"
 # In the page: stamp the click (capture phase) and watch every figure's element with a
 # MutationObserver (nothing polls the page meanwhile; a figure drawn anew also counts); each change
 # notes the time of the next animation frame, when it is painted. Once nothing has changed for
-# QUIET ms, the click's time is that of the last frame in which any figure changed. A figure whose numbers the click does not change (unticking one of
-# several costly cells of a row can leave Rob_cs as it was) does not change and is not waited for.
+# QUIET ms, the click's time is that of the last frame in which any figure changed. A figure whose
+# numbers the click does not change (unticking one of several costly cells of a row can leave Rob_cs as it was) does not change and is not waited for.
 QUIET = 1500
 ARM = """(quiet) => {
   const charts = Array.from(document.querySelectorAll('%s'));
@@ -74,14 +90,73 @@ ARM = """(quiet) => {
 }""" % FIGURES
 
 
+def new_page(p):
+    browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=FLAGS)
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
+def trivial_times(clicks: int, opens: int) -> tuple[list[float], list[float]]:
+    """On a one-button Streamlit page: seconds from a click to the rerun's text shown, and from
+    navigation start to the page shown, as the page sees them."""
+    folder = Path(tempfile.mkdtemp())
+    (folder / "app.py").write_text(TRIVIAL_APP)
+    port = free_port()
+    proc = serve(folder, port, [sys.executable, "-m", "streamlit", "run", str(folder / "app.py"),
+                                "--server.headless", "true", "--server.port", str(port),
+                                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"])
+    try:
+        with sync_playwright() as p:
+            browser, page = new_page(p)
+            shown = "() => document.body.innerText.includes('clicked 0')"
+            loads = [goto_until(page, f"http://127.0.0.1:{port}/", shown) for _ in range(opens)]
+            page.wait_for_timeout(500)
+            times = []
+            for i in range(clicks):
+                t0 = page.evaluate("() => performance.now()")
+                page.get_by_role("button", name="again").click()
+                page.wait_for_function(f"() => document.body.innerText.includes('clicked {i + 1} times')",
+                                       polling="raf")
+                times.append((page.evaluate("() => performance.now()") - t0) / 1000)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    return times, loads
+
+
+def goto_until(page, url: str, condition: str) -> float:
+    """Seconds from navigation start to the first animation frame in which `condition` holds."""
+    page.goto(url)
+    page.wait_for_function(condition, polling="raf")
+    return page.evaluate("() => performance.now()") / 1000
+
+
+EXAMPLES_READY = ("() => Array.from(document.querySelectorAll('[data-testid=stImage] img'))"
+                  ".filter(i => i.complete && i.naturalWidth > 0).length >= 8 + 1 + 4"   # gallery, image, noisy copies
+                  " && Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
+                  "c => c.querySelectorAll('svg [class*=\"mark-rect\"] path').length > 0).length >= 1")
+
+
+def examples_open_times(url: str, opens: int) -> list[float]:
+    """Seconds from navigation start to the Examples page with >= 8 thumbnails, the opened example
+    (its image and noisy copies) and its vote histograms, each open in a fresh page load."""
+    with sync_playwright() as p:
+        browser, page = new_page(p)
+        goto_until(page, url, EXAMPLES_READY)   # the first open decodes the sample: not counted
+        times = [goto_until(page, url, EXAMPLES_READY) for _ in range(opens)]
+        browser.close()
+    return times
+
+
 def click_times(url: str, clicks: int, cells, figures: int) -> list[tuple[float, int]]:
     """Per click: (seconds from the click, as the page sees it, to the last frame in which a figure
     changed; how many figures changed). Clicks that change no figure are left out."""
     times = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1200})
-        page.set_default_timeout(60_000)
+        browser, page = new_page(p)
         page.goto(url)
         page.wait_for_function(f"() => document.querySelectorAll('{FIGURES} svg').length >= {figures}")
         page.wait_for_timeout(1500)
@@ -104,7 +179,9 @@ def main():
     ap.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
     ap.add_argument("--case", default="cifar10", help="cifar10 (10 x 10 grid) or ham10000 (2 x 2)")
     ap.add_argument("--figures", type=int, default=6, help="figures the page shows when loaded")
+    ap.add_argument("--opens", type=int, default=5, help="Examples page loads to time (0: skip)")
     a = ap.parse_args()
+    trivial_clicks, trivial_loads = trivial_times(a.clicks, max(a.opens, 1))
     port = free_port()
     proc = serve(Path(a.checkpoints), port)
     try:
@@ -114,6 +191,10 @@ def main():
                   for p in ("airplane", "automobile", "frog", "horse")]
                  if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
         results = click_times(f"http://127.0.0.1:{port}/?case={a.case}", a.clicks, cells, a.figures)
+        with np.load(Path(a.checkpoints) / a.case / "test-sample.npz") as z:
+            first = int(z["indices"][0])
+        examples = f"http://127.0.0.1:{port}/examples?case={a.case}&example={first}"
+        opens = examples_open_times(examples, a.opens) if a.opens else []
     finally:
         proc.terminate()
         proc.wait(10)
@@ -122,9 +203,16 @@ def main():
     if not results:
         sys.exit("no click changed a figure: the page did not update")
     times = [t for t, _ in results]
+    ref_click, ref_load = statistics.median(trivial_clicks), statistics.median(trivial_loads)
+    print(f"trivial Streamlit page: button click to rerun shown median {ref_click:.3f} s; page load {ref_load:.3f} s")
     print(f"grid click to updated figures in Chromium, {len(times)} clicks that changed a figure: "
-          f"median {statistics.median(times):.3f} s, max {max(times):.3f} s   (goal: median <= 0.25 s)")
+          f"median {statistics.median(times):.3f} s ({statistics.median(times) / ref_click:.1f}x the trivial click), "
+          f"max {max(times):.3f} s   (goal: median <= 0.25 s)")
     print("all (seconds/figures changed):", " ".join(f"{t:.3f}/{n}" for t, n in results))
+    if opens:
+        print(f"Examples page open (>= 8 thumbnails, the opened example and its votes): median "
+              f"{statistics.median(opens):.3f} s ({statistics.median(opens) / ref_load:.1f}x the trivial page load), "
+              f"max {max(opens):.3f} s   (goal: < 2 s)")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def test_example_in_the_address_opens_it_with_its_numbers(root, monkeypatch):
     rec = load_record(info.path)
     row = int(np.flatnonzero(rec.indices == index)[0])
     t = certify_from_counts(rec.counts0, rec.counts, rec.labels, COST, sigma=rec.meta["sigma"], alpha=ALPHA)
-    numbers = at.dataframe[0].value["value"]          # cohen first, then csmacer
+    numbers = at.dataframe[0].value["cohen"]          # one column per compared checkpoint
     assert numbers["LCB(p_A) at α"] == f"{t.p_a_lower[row]:.4f}" and numbers["R1(α)"] == f"{t.r1[row]:.4f}"
     assert any("outcome at ε" in m.value and "**cohen**" in m.value for m in at.markdown)
     assert len(at.get("vega_lite_chart")) == 2          # the vote histograms of both checkpoints

@@ -23,9 +23,9 @@ from csrs_core.data import load_dataset
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         load_cached_record, require_access, select_readable_case)
-from csrs_core.dashboard.cost_editor import cost_tools
 
 PAGE_SIZE = 24
+CHART_COLUMNS = 3   # vote histograms side by side
 THUMB_PX, LARGE_PX, NOISY_PX = 96, 256, 128   # shown sizes; pixels are enlarged by whole factors
 NOISE_SEED = 0
 SAMPLE_FILE = "test-sample.npz"
@@ -157,11 +157,27 @@ def _votes(counts0, counts, classes, omega) -> pd.DataFrame:
 UCB_COLUMN = "UCB(p) at α/(2|Ω_y|)"
 
 
-def _costly_table(costly: pd.DataFrame, name: str) -> None:
-    """The classes of Ω_y, most votes first: votes, Clopper–Pearson upper bound, r_k."""
+def _numbers(info: dict, classes, mode: str) -> dict:
+    """One checkpoint's column of the example's table of bounds and radii (formatted for reading)."""
+    costly = info["costly"]
+    limiting = costly[costly["class"] == info["limiting"]]
+    return {"top class ĉ_A": f"{classes[info['c_a']]} (n_A = {info['n_a']} of {info['n']})",
+            "LCB(p_A) at α": f"{info['p_a_lower']:.4f}",
+            "R1(α)": f"{info['r1']:.4f}",
+            "R2": ex.format_radius(info["r2"]),
+            f"deciding radius ({mode} mode)": ex.format_radius(info["radius"]),
+            "costly class limiting R2": (f"{limiting['name'].iloc[0]} ({limiting['votes'].iloc[0]} votes)"
+                                         if len(limiting) else "—"),
+            "n needed (estimate)": "—" if info["needed_n"] is None else f"{info['needed_n']:,}"}
+
+
+def _costly_table(costly: pd.DataFrame) -> None:
+    """The classes of Ω_y for every compared checkpoint, most votes first: votes, Clopper–Pearson upper
+    bound, r_k."""
     number = st.column_config.NumberColumn
-    st.dataframe(costly.rename(columns={"name": "costly class", "ucb": UCB_COLUMN}).drop(columns="class"),
-                 hide_index=True, key=f"costly::{name}", height=min(36 * (len(costly) + 1) + 2, 220),
+    st.dataframe(costly.rename(columns={"name": "costly class", "ucb": UCB_COLUMN})
+                 [["checkpoint", "costly class", "votes", UCB_COLUMN, "r_k"]],
+                 hide_index=True, key="examples::costly", height=min(36 * (len(costly) + 1) + 2, 320),
                  column_config={UCB_COLUMN: number(format="%.4f", help="Clopper–Pearson upper bound of the class's "
                                                    "probability under noise"),
                                 "r_k": number(format="%.4f", help="σ/2·(Φ⁻¹(LCB(p_A) at α/2) − Φ⁻¹(UCB)): "
@@ -187,41 +203,32 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
     right.caption(f"Noisy copies x + δ, δ ~ N(0, σ²I) in pixel space [0, 1] at each record's σ, drawn here with a "
                   f"fixed seed ({NOISE_SEED}, example {index}) to illustrate (not the certification's draws); clipped "
                   "to [0, 1] for display only: the classifier sees the unclipped noise.")
-    rows = []
-    for name in picked:
-        rec = records[name]
-        row = matches[name][pos]
-        sigma = float(rec.meta["sigma"])
-        info = ex.explain(rec.counts0[row], rec.counts[row], label, cost, sigma, alpha, mode, eps, classes)
-        st.markdown(f"**{name}** ({metas[name]['method']}, σ = {sigma}, n0 = {info['n0']}, n = {info['n']}): "
-                    f"outcome at ε = {eps}: **{info['outcome']}**")
-        chart, numbers = st.columns([3, 2])
-        with chart:
+    infos, slots = {}, st.columns(min(len(picked), CHART_COLUMNS))
+    for i, name in enumerate(picked):
+        rec, row, sigma = records[name], matches[name][pos], float(records[name].meta["sigma"])
+        info = infos[name] = ex.explain(rec.counts0[row], rec.counts[row], label, cost, sigma, alpha, mode, eps,
+                                        classes)
+        with slots[i % len(slots)]:
+            st.markdown(f"**{name}** ({metas[name]['method']}, σ = {sigma}, n0 = {info['n0']}, n = {info['n']}): "
+                        f"outcome at ε = {eps}: **{info['outcome']}**\n"
+                        + "\n".join(f"- {reason}" for reason in info["reasons"]))
             st.vega_lite_chart(spec=figures.vote_histogram(_votes(rec.counts0[row], rec.counts[row], classes,
                                                                   set(info["omega"])), classes),
                                key=f"fig_votes::{name}")
-        costly = info["costly"].sort_values(["votes", "class"], ascending=[False, True])
-        limiting = costly[costly["class"] == info["limiting"]]
-        values = {"top class ĉ_A": f"{classes[info['c_a']]} (n_A = {info['n_a']} of {info['n']})",
-                  "LCB(p_A) at α": f"{info['p_a_lower']:.4f}",
-                  "R1(α)": f"{info['r1']:.4f}",
-                  "R2": ex.format_radius(info["r2"]),
-                  f"deciding radius ({mode} mode)": ex.format_radius(info["radius"]),
-                  "costly class limiting R2": (f"{limiting['name'].iloc[0]} ({limiting['votes'].iloc[0]} votes)"
-                                               if len(limiting) else "—"),
-                  "n needed (estimate)": "—" if info["needed_n"] is None else f"{info['needed_n']:,}"}
-        with numbers:
-            st.dataframe(pd.DataFrame({"value": values}), key=f"numbers::{name}")
-            if len(costly):
-                _costly_table(costly, name)
-        ucbs = "; ".join(f"{r['name']}: {r['votes']} votes, UCB {r['ucb']:.4f}" for _, r in costly.iterrows())
-        st.markdown("\n".join(f"- {reason}" for reason in info["reasons"]))
-        rows.append({"checkpoint": name, "method": metas[name]["method"], "index": index,
-                     "true_class": classes[label], "sensitive": info["sensitive"], "top_class": classes[info["c_a"]],
-                     "n_a": info["n_a"], "n": info["n"], "n0": info["n0"], "sigma": sigma, "alpha": alpha,
-                     "mode": mode, "eps": eps, "p_a_lower": info["p_a_lower"], "r1": info["r1"], "r2": info["r2"],
-                     "radius": info["radius"], "outcome": info["outcome"], "needed_n": info["needed_n"],
-                     "costly_ucbs": ucbs, "reasons": " ".join(info["reasons"])})
+    st.dataframe(pd.DataFrame({name: _numbers(info, classes, mode) for name, info in infos.items()}),
+                 key="examples::numbers")
+    costly = pd.concat([info["costly"].sort_values(["votes", "class"], ascending=[False, True]).assign(checkpoint=name)
+                        for name, info in infos.items()], ignore_index=True)
+    if len(costly):
+        _costly_table(costly)
+    rows = [{"checkpoint": name, "method": metas[name]["method"], "index": index, "true_class": classes[label],
+             "sensitive": info["sensitive"], "top_class": classes[info["c_a"]], "n_a": info["n_a"], "n": info["n"],
+             "n0": info["n0"], "sigma": float(records[name].meta["sigma"]), "alpha": alpha, "mode": mode, "eps": eps,
+             "p_a_lower": info["p_a_lower"], "r1": info["r1"], "r2": info["r2"], "radius": info["radius"],
+             "outcome": info["outcome"], "needed_n": info["needed_n"],
+             "costly_ucbs": "; ".join(f"{r['name']}: {r['votes']} votes, UCB {r['ucb']:.4f}"
+                                      for _, r in info["costly"].iterrows()),
+             "reasons": " ".join(info["reasons"])} for name, info in infos.items()]
     st.download_button("Download this example's table (CSV, every compared checkpoint)",
                        pd.DataFrame(rows).to_csv(index=False), f"csrs-example-{index}.csv", "text/csv",
                        key="examples::download_one")
@@ -275,7 +282,6 @@ mode = c3.radio("Mode", ["sound", "paper"], horizontal=True, key="examples::mode
                      "paper: max(R1(α), R2) as Algorithm 1 prints it (≥ 1−1.5α).")
 for setting, line in difference_lines({name: loaded[name][0] for name in picked}):
     (st.info if setting == "sigma" else st.warning)(line)
-cost_tools(case, current_cost(case, classes))
 cost = current_cost(case, classes)
 st.caption(f"Cost matrix: {cost.describe()} (edit it cell by cell on Explore & compare). **Outcome at ε** — "
            f"{ex.OUTCOME_RULE}")
