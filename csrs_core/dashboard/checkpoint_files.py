@@ -1,12 +1,15 @@
-"""Adding an uploaded checkpoint to a case folder (checked, staged, loaded safely, moved in) and
-deleting one with its records, never while a run writes it."""
+"""Adding an uploaded checkpoint to a case folder (checked, staged, loaded safely, moved in),
+importing an uploaded checkpoint of the field through the core's importer, and deleting one with its
+records, never while a run writes or reads it."""
 from __future__ import annotations
 
 import shutil
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from csrs_core import CSRSError, jobs
+from csrs_core.interop.importers import DATASET_CLASSES, describe_source, import_checkpoint
 from csrs_core.runtime.atomic import FileWriteError
 from csrs_core.models.checkpoints import CheckpointError, read_meta
 from csrs_core.runtime.locks import OutputBusyError, output_lock
@@ -72,3 +75,85 @@ def delete_record(path: Path) -> None:
         raise ValueError(f"{path.name} is being written by a running certification: wait for it") from None
     except OSError as exc:
         raise FileWriteError(path.name, exc.strerror or str(exc)) from exc
+
+
+@contextmanager
+def _staged(root: Path, name: str, content: bytes):
+    """The upload as a file named `name` in a private folder under `root`, removed afterwards."""
+    if not name or name in (".", "..") or any(ord(c) < 32 for c in name):
+        raise ValueError(f"File name: {name!r} is not a file name")
+    try:
+        with tempfile.TemporaryDirectory(dir=root, prefix=".import-") as tmp:
+            staged = Path(tmp) / name
+            staged.write_bytes(content)
+            yield staged
+    except OSError as exc:
+        raise FileWriteError(name, exc.strerror or str(exc)) from exc
+
+
+def describe_upload(root: Path, name: str, content: bytes, dataset: str, fmt: str = "auto") -> dict:
+    """interop.importers.describe_source of an uploaded file (format, architecture, class count,
+    default normalisation), read weights-only, nothing kept; ValueError with the importer's reason,
+    naming the upload and never the staging path, when it would refuse the file."""
+    name = Path(name).name
+    with _staged(root, name, content) as staged:
+        try:
+            return describe_source(staged, dataset, fmt)
+        except CheckpointError as exc:
+            raise ValueError(str(exc).replace(str(staged), name)) from None
+
+
+def folder_classes(folder: Path) -> list[str] | None:
+    """The class names of the first readable checkpoint in `folder` (None when it has none)."""
+    for path in sorted(folder.glob("*.pt")) if folder.is_dir() else ():
+        try:
+            return read_meta(path)["classes"]
+        except CheckpointError:
+            continue
+    return None
+
+
+def import_uploaded_checkpoint(root: Path, target: str, name: str, content: bytes, out_name: str, *,
+                               arch: str | None, dataset: str, sigma: float, fmt: str = "auto",
+                               mean: list[float] | None = None, std: list[float] | None = None) -> tuple[Path, dict]:
+    """Import the uploaded file `name` with interop.importers.import_checkpoint (weights-only loading,
+    every check of `csrs import`) as `root/target/out_name` (.pt added when missing); the path written
+    and its metadata. ValueError, writing nothing, when the folder or name is refused, the file exists,
+    the folder holds checkpoints of other classes than `dataset`, or the importer refuses; messages
+    name the upload and the case folder, never the server's paths. FileWriteError when it cannot write."""
+    folder = case_folder(root, target)
+    file = plain_name(out_name if out_name.endswith(".pt") else f"{out_name}.pt", "Output name")
+    out, shown, name = folder / file, f"{target}/{file}", Path(name).name
+    if out.exists():
+        raise ValueError(f"{shown} already exists; importing over it would make its certifications stale: "
+                         "choose another output name, or delete it first")
+    wanted, held = DATASET_CLASSES.get(dataset), folder_classes(folder)
+    if wanted is not None and held is not None and list(held) != list(wanted):
+        raise ValueError(f"The case folder {target} holds models of other classes ({', '.join(held)}) than "
+                         f"{dataset} ({', '.join(wanted)}): import it into a case folder of its own")
+    with _staged(root, name, content) as staged:
+        try:
+            meta = import_checkpoint(staged, out, arch, dataset, sigma, fmt, mean, std)
+        except FileWriteError as exc:
+            raise FileWriteError(shown, getattr(exc.__cause__, "strerror", None) or "not writable") from None
+        except CSRSError as exc:
+            raise ValueError(str(exc).replace(str(out), shown).replace(str(staged), name)) from None
+    return out, meta
+
+
+def job_using(root: Path, path: Path) -> dict | None:
+    """The first active job (queued, running or orphaned) that writes the checkpoint at `path` (a
+    resolved path under `root`) or its certifications, or whose command reads it (--checkpoint,
+    --init), as the dashboard starts them (paths under the resolved root); None when no job does.
+    Covers the moments before a job takes its locks."""
+    def stem(text) -> str | None:
+        if not isinstance(text, str):
+            return None
+        return next((text[:-len(end)] for end in (".pt", ".certify") if text.endswith(end)), text)
+
+    target = stem(str(path))
+    for job in jobs.list_jobs(root):
+        named = [job.get("out"), *(job.get("argv") or [])]
+        if job["state"] in jobs.ACTIVE and any(stem(text) == target for text in named):
+            return job
+    return None

@@ -80,13 +80,7 @@ def import_checkpoint(src, out, arch: str | None, dataset: str, sigma: float, fm
         raise CheckpointError(f"--out {out} is {what}; importing over it would make its certifications stale: "
                               "choose a new path, or delete it first")
 
-    payload = safe_load(src)
-    fmt = detect_format(payload, src) if fmt == "auto" else fmt
-    state, has_norm_layer, file_norm, file_arch = _unwrap(payload, fmt, src)
-    kind = _network_kind(state, src)
-    if kind == "cifar" and fmt == "torchvision":
-        raise CheckpointError(f"{src} holds a CIFAR ResNet (3x3 stem, 16 channels), not a torchvision "
-                              "ResNet; use format cohen, macer or cs-rs")
+    payload, fmt, state, has_norm_layer, file_norm, file_arch, kind = _read_source(src, fmt)
     arch = _resolve_arch(arch, file_arch, kind, state, src)
 
     fc = state.get("fc.weight")
@@ -124,6 +118,20 @@ def import_checkpoint(src, out, arch: str | None, dataset: str, sigma: float, fm
         meta["source_epoch"] = payload["epoch"]
     save_checkpoint(out, model.eval(), meta)
     return dict(meta)
+
+
+def _read_source(src: Path, fmt: str) -> tuple:
+    """The file read weights-only: (payload, format, state dict, has a normalisation layer, the file's
+    normalisation, the file's architecture name, network kind); a CIFAR network offered as torchvision's
+    is refused."""
+    payload = safe_load(src)
+    fmt = detect_format(payload, src) if fmt == "auto" else fmt
+    state, has_norm_layer, file_norm, file_arch = _unwrap(payload, fmt, src)
+    kind = _network_kind(state, src)
+    if kind == "cifar" and fmt == "torchvision":
+        raise CheckpointError(f"{src} holds a CIFAR ResNet (3x3 stem, 16 channels), not a torchvision "
+                              "ResNet; use format cohen, macer or cs-rs")
+    return payload, fmt, state, has_norm_layer, file_norm, file_arch, kind
 
 
 def detect_format(payload, src="the file") -> str:
@@ -390,13 +398,7 @@ def describe_source(src, dataset: str, fmt: str = "auto") -> dict:
     src = Path(src)
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    payload = safe_load(src)
-    fmt = detect_format(payload, src) if fmt == "auto" else fmt
-    state, has_norm_layer, file_norm, file_arch = _unwrap(payload, fmt, src)
-    kind = _network_kind(state, src)
-    if kind == "cifar" and fmt == "torchvision":
-        raise CheckpointError(f"{src} holds a CIFAR ResNet (3x3 stem, 16 channels), not a torchvision "
-                              "ResNet; use format cohen, macer or cs-rs")
+    _, fmt, state, has_norm_layer, file_norm, file_arch, kind = _read_source(src, fmt)
     arch = _resolve_arch(None, file_arch, kind, state, src)
     fc = state.get("fc.weight")
     outputs = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.dim() == 2 else None

@@ -171,6 +171,26 @@ def review(plan: Plan, images_per_s: float, progress=None) -> None:
                                            "it is discarded and the next job measures again")
 
 
+def _search(model, device, precision: str, batch: int | None, image_shape) -> tuple[str, tuple, tuple, str]:
+    """(device kind, precisions, batches) that 'auto' and None leave to measure, and their cache key."""
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
+    batches = BATCHES[kind] if batch is None else (batch,)
+    key = f"{machine_id(device)}|{model_id(model, image_shape)}|{','.join(precisions)}|{batches}"
+    return kind, precisions, batches, key
+
+
+def _worth_compiling(rates: dict, samples: int, kind: str) -> bool:
+    """Whether a job of `samples` noisy images runs long enough eagerly to repay compiling."""
+    return samples / max(v for k, v in rates.items() if k.startswith("eager/")) > COMPILE_WORTH_S[kind]
+
+
+def _best(rates: dict, worth_compiling: bool) -> str:
+    """The fastest measured plan ('runtime/precision/batch'); a compiled measurement from an earlier,
+    larger job counts only when this job repays compiling."""
+    return max((k for k in rates if worth_compiling or k.startswith("eager/")), key=rates.get)
+
+
 def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
                 samples: int = 0, progress=None, remeasure: bool = False) -> Plan:
     """The model on `device` (eval, channels-last) with the precision, batch and eager/compiled
@@ -180,10 +200,7 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     model = model.to(device).eval().to(memory_format=torch.channels_last)
     if precision != "auto" and batch is not None:
         return Plan(model, precision, batch)
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
-    batches = BATCHES[kind] if batch is None else (batch,)
-    key = f"{machine_id(device)}|{model_id(model, image_shape)}|{','.join(precisions)}|{batches}"
+    kind, precisions, batches, key = _search(model, device, precision, batch, image_shape)
     remeasure = remeasure or os.environ.get("CSRS_REMEASURE") == "1"
     rates = None if remeasure else _load_table().get(key)
     if rates is None and samples < MEASURE_WORTH_SAMPLES:
@@ -192,14 +209,12 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     cacheable = True
     if rates is None:
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
-    eager_seconds = samples / max(v for k, v in rates.items() if k.startswith("eager/"))
-    worth_compiling = eager_seconds > COMPILE_WORTH_S[kind]
+    worth_compiling = _worth_compiling(rates, samples, kind)
     if worth_compiling and not any(k.startswith("compiled/") for k in rates):
         rates = {**rates, **_measure_compiled(model, device, image_shape, rates, progress)}
     if cacheable:
         _store(key, rates)
-    # a compiled measurement from an earlier, larger job counts only when this job repays compiling
-    best = max((k for k in rates if worth_compiling or k.startswith("eager/")), key=rates.get)
+    best = _best(rates, worth_compiling)
     runtime, chosen_precision, chosen_batch = best.split("/")
     compiled = runtime == "compiled"
     plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates, expected=rates[best],
@@ -254,21 +269,18 @@ def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, ba
     holds no measurement of this model and input shape on this machine for these settings. With
     precision and batch both given (choose_plan measures nothing then), any cached measurement of
     that precision and batch counts."""
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    prefix = f"{machine_id(device)}|{model_id(model, image_shape)}|"
     table = _load_table()
-    entries = {k: _rates(v) for k, v in table.items() if k.startswith(prefix)} if isinstance(table, dict) else {}
+    table = table if isinstance(table, dict) else {}
     if precision != "auto" and batch is not None:
+        prefix = f"{machine_id(device)}|{model_id(model, image_shape)}|"
         wanted = f"eager/{precision}/{batch}"
-        return max((rates[wanted] for rates in entries.values() if wanted in rates), default=None)
-    precisions = PRECISIONS[kind] if precision == "auto" else (precision,)
-    batches = BATCHES[kind] if batch is None else (batch,)
-    rates = entries.get(f"{prefix}{','.join(precisions)}|{batches}", {})
-    eager = [v for k, v in rates.items() if k.startswith("eager/")]
-    if not eager:
+        return max((rates[wanted] for k, v in table.items() if k.startswith(prefix)
+                    and wanted in (rates := _rates(v))), default=None)
+    kind, _, _, key = _search(model, device, precision, batch, image_shape)
+    rates = _rates(table.get(key))
+    if not any(k.startswith("eager/") for k in rates):
         return None
-    worth_compiling = samples / max(eager) > COMPILE_WORTH_S[kind]
-    return max(v for k, v in rates.items() if worth_compiling or k.startswith("eager/"))
+    return rates[_best(rates, _worth_compiling(rates, samples, kind))]
 
 
 def _rates(entry) -> dict:

@@ -1,17 +1,86 @@
 """Certify: sample stage-A counts for checkpoints as background jobs; results land in the store.
-Every field is built from csrs_core.cli.options.CERTIFY, the definitions the CLI uses."""
+Every field is built from csrs_core.cli.options.CERTIFY, the definitions the CLI uses. Before a
+start, the time each job will take is estimated from the rate measured on this machine for the model
+(the tuning cache of csrs_core.sampling.plan; the page never measures)."""
+from pathlib import Path
+
 import streamlit as st
 import torch
 
-from csrs_core import jobs
-from csrs_core.data import DATASETS
+from csrs_core import CSRSError, jobs
+from csrs_core.data import DATASETS, DatasetError, select_examples
+from csrs_core.data.images import load_sample
 from csrs_core.cli.options import CERTIFY, SettingError, to_argv
+from csrs_core.models.architectures import build_model
+from csrs_core.runtime.device import pick_device
+from csrs_core.sampling.plan import cached_rate
 from csrs_core.dashboard.common import (checkpoints_in_case, data_root, refuse_writes_to_demo, require_access,
                                         select_case, write_failure)
 from csrs_core.dashboard.jobs_panel import live_jobs
 from csrs_core.dashboard.option_widgets import inside_folder, option_widget
 
 NAMED = [n for n, spec in DATASETS.items() if not spec.takes_path]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _sample_facts(path: str, mtime: float) -> tuple:
+    """(labels, image shape) of a sample file."""
+    data = load_sample(Path(path))
+    return data.labels.numpy(), tuple(data.images.shape[1:])
+
+
+def image_size(meta: dict, values: dict) -> int | None:
+    """The square size a job resizes a data set's images to: the size typed, else the one trained at."""
+    trained = meta.get("image_size")
+    return values["image_size"] or (trained[0] if isinstance(trained, list) and trained else None)
+
+
+def duration(seconds: float) -> str:
+    """A rough duration in words: '40 s', '3 min 20 s', '2 h 5 min'."""
+    s = round(seconds)
+    if s < 1:
+        return "under a second"
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def planned_examples(values: dict, classes: int, labels=None) -> tuple[int | None, bool]:
+    """(how many examples the job certifies, whether exactly): exactly from the sample's labels, else
+    at most the number (or per-class number) typed; None for all of a data set this page does not read."""
+    if labels is not None:
+        return len(select_examples(labels, values["num_examples"], values["per_class"])), True
+    if values["per_class"]:
+        return values["per_class"] * classes, False
+    return values["num_examples"], False
+
+
+def estimate(name: str, meta: dict, examples: tuple, shape: tuple | None, values: dict) -> str:
+    """One line saying how long `name`'s job will sample: examples × (n0 + n) / the cached rate of
+    this model and input shape on this machine, or why there is no estimate."""
+    count, exact = examples
+    if count is None:
+        return (f"**{name}**: no estimate: give a number of examples (or per class); this page does not read "
+                "the whole data set to count them.")
+    if shape is None:
+        return f"**{name}**: no estimate: the input size follows the data; give an image size for an estimate."
+    per_example = values["n0"] + values["n"]
+    samples = count * per_example
+    try:
+        model = build_model(meta["arch"], len(meta["classes"]), meta["mean"], meta["std"])
+    except CSRSError as exc:
+        return f"**{name}**: no estimate: {exc}."
+    rate = cached_rate(model, pick_device("auto"), values["precision"], values["batch"], shape, samples)
+    if rate is None:
+        return (f"**{name}**: no rate measured yet for this model ({meta['arch']}, inputs "
+                f"{'×'.join(map(str, shape))}) on this machine: it is measured when the job starts (a few "
+                "seconds), and the job's progress bar then shows the time left.")
+    return (f"**{name}**: {'' if exact else 'at most '}{count:,} examples × {per_example:,} noisy images = "
+            f"{samples:,} at {rate:,.0f} images/s (measured on this machine for this model): about "
+            f"**{duration(samples / rate)}**.")
+
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Certify")
@@ -25,23 +94,36 @@ st.caption(f"Sampling runs on **{device}** (chosen automatically); precision aut
 metas = {k: v for k, v in checkpoints_in_case(root, case).items() if isinstance(v, dict)}
 sample = root / case / "test-sample.npz"
 
-with st.form("certify_form"):
-    picked = st.multiselect("Checkpoints", list(metas), default=list(metas)[:1])
-    choices = ([f"shipped test sample ({case}/test-sample.npz)"] if sample.exists() else []) + NAMED + ["image folder…"]
-    source = st.selectbox("Data", choices, key="certify::source")
-    folder = st.text_input("Image folder (inside the data folder), for 'image folder…'", "", key="certify::folder")
-    c1, c2, c3 = st.columns(3)
-    values = {"split": option_widget(CERTIFY["split"], c1, "Split"),
-              "num_examples": option_widget(CERTIFY["num_examples"], c2, "Examples (empty = all)", value=100),
-              "per_class": option_widget(CERTIFY["per_class"], c3, "…or per class (empty = off)")}
-    c1, c2, c3, c4, c5 = st.columns(5)
-    values["n0"] = option_widget(CERTIFY["n0"], c1, "n0")
-    values["n"] = option_widget(CERTIFY["n"], c2, "n", value=1000)
-    values["batch"] = option_widget(CERTIFY["batch"], c3, "batch (empty = auto)")
-    values["precision"] = option_widget(CERTIFY["precision"], c4, "precision")
-    values["seed"] = option_widget(CERTIFY["seed"], c5, "seed")
-    values["image_size"] = option_widget(CERTIFY["image_size"], st, "Image size (empty = as trained)")
-    submitted = st.form_submit_button("Start certification")
+picked = st.multiselect("Checkpoints", list(metas), default=list(metas)[:1])
+choices = ([f"shipped test sample ({case}/test-sample.npz)"] if sample.exists() else []) + NAMED + ["image folder…"]
+source = st.selectbox("Data", choices, key="certify::source")
+folder = st.text_input("Image folder (inside the data folder), for 'image folder…'", "", key="certify::folder")
+c1, c2, c3 = st.columns(3)
+values = {"split": option_widget(CERTIFY["split"], c1, "Split"),
+          "num_examples": option_widget(CERTIFY["num_examples"], c2, "Examples (empty = all)", value=100),
+          "per_class": option_widget(CERTIFY["per_class"], c3, "…or per class (empty = off)")}
+c1, c2, c3, c4, c5 = st.columns(5)
+values["n0"] = option_widget(CERTIFY["n0"], c1, "n0")
+values["n"] = option_widget(CERTIFY["n"], c2, "n", value=1000)
+values["batch"] = option_widget(CERTIFY["batch"], c3, "batch (empty = auto)")
+values["precision"] = option_widget(CERTIFY["precision"], c4, "precision")
+values["seed"] = option_widget(CERTIFY["seed"], c5, "seed")
+values["image_size"] = option_widget(CERTIFY["image_size"], st, "Image size (empty = as trained)")
+labels, sample_shape = None, None
+if source.startswith("shipped"):
+    try:
+        labels, sample_shape = _sample_facts(str(sample), sample.stat().st_mtime)
+    except (DatasetError, OSError) as exc:
+        st.warning(f"No estimate: the shipped sample cannot be read ({exc}).")
+for name in picked:
+    size = image_size(metas[name], values)
+    shape = sample_shape if source.startswith("shipped") else (len(metas[name]["mean"]), size, size) if size else None
+    st.markdown(estimate(name, metas[name], planned_examples(values, len(metas[name]["classes"]), labels), shape,
+                         values))
+if picked:
+    st.caption("Sampling time only: loading and start-up add seconds, and stored counts that the job reuses take "
+               "none. A job runs slower while other jobs share the machine.")
+submitted = st.button("Start certification")
 
 if submitted:
     try:
@@ -57,9 +139,9 @@ if submitted:
         if values["per_class"]:
             values["num_examples"] = None
         for name in picked:
-            size = values["image_size"] or (metas[name].get("image_size") or [None])[0]
             run = {**values, "checkpoint": str(root / case / f"{name}.pt"), "dataset": dataset,
-                   "data_root": str(data_root()), "image_size": None if dataset.startswith("sample:") else size}
+                   "data_root": str(data_root()),
+                   "image_size": None if dataset.startswith("sample:") else image_size(metas[name], values)}
             jobs.start_job(root, "certify", ["certify", *to_argv(CERTIFY, run), "--quiet"],
                            str(root / case / f"{name}.certify"))
             st.success(f"Started certification of {name}.")
