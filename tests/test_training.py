@@ -84,6 +84,26 @@ def test_warm_start_records_its_origin(tmp_path, synthetic_checkpoint):
     assert meta["init"]["method"] == "gaussian"
 
 
+def test_a_warm_start_is_known_by_its_content_not_its_path(tmp_path, synthetic_checkpoint):
+    """A finished warm-started run stays that run when its warm start is copied elsewhere (resuming
+    goes on), and is refused when the file at that path holds other weights."""
+    import shutil
+    first = tmp_path / "a" / "init.pt"
+    first.parent.mkdir()
+    shutil.copy(synthetic_checkpoint, first)
+    train(_cfg(tmp_path, "warm", method="macer", init=str(first), max_steps_per_epoch=2))
+    moved = tmp_path / "b" / "init.pt"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    meta = train(_cfg(tmp_path, "warm", method="macer", init=str(moved), max_steps_per_epoch=2))
+    assert meta["epochs_done"] == 1
+    other = tmp_path / "other"
+    train(_cfg(tmp_path, "other", max_steps_per_epoch=1, seed=5))
+    shutil.copy(other.with_suffix(".pt"), moved)
+    with pytest.raises(TrainingError, match="other settings"):
+        train(_cfg(tmp_path, "warm", method="macer", init=str(moved), max_steps_per_epoch=2))
+
+
 def test_ddp_two_processes_on_cpu(tmp_path):
     import subprocess
     import sys

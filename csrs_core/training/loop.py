@@ -24,7 +24,7 @@ from csrs_core.certification.cost import parse_cost
 from csrs_core.cli.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
 from csrs_core.data import load_dataset
 from csrs_core.models.architectures import architectures, build_model
-from csrs_core.models.checkpoints import load_model, read_checkpoint, save_checkpoint
+from csrs_core.models.checkpoints import file_digest, load_model, read_checkpoint, save_checkpoint
 from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
 from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
@@ -99,6 +99,8 @@ class TrainConfig:
         epochs, so a step-schedule run may be extended; a cosine one may not (its lr would jump)."""
         d = dataclasses.asdict(self)
         skip = self.RUNTIME_ONLY + (("epochs",) if self.schedule == "step" else ())
+        if d["init"] and Path(d["init"]).is_file():  # the warm start is its content, wherever the file lies
+            d["init"] = f"sha256:{file_digest(d['init'])}"
         return {k: v for k, v in d.items() if k not in skip}
 
 
@@ -255,7 +257,9 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
     path = cfg.checkpoint_path
     if path.exists():
         payload = read_checkpoint(path)
-        old = payload["meta"].get("hyperparameters", {})
+        old = dict(payload["meta"].get("hyperparameters", {}))
+        if old.get("init") and not str(old["init"]).startswith("sha256:") and Path(old["init"]).is_file():
+            old["init"] = f"sha256:{file_digest(old['init'])}"  # recorded by path: compare the content
         # a setting an older run did not record did not exist then: it ran at that setting's default
         diff = {k: (old.get(k, TRAIN[k].default), v) for k, v in cfg.identity().items()
                 if old.get(k, TRAIN[k].default) != v}
@@ -280,7 +284,7 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
         if init_meta["arch"] != cfg.arch:
             raise TrainingError(f"warm start {cfg.init} is a {init_meta['arch']}, not {cfg.arch}")
         model.load_state_dict(init_model.state_dict())
-        meta["init"] = {"checkpoint": str(cfg.init), "method": init_meta["method"],
+        meta["init"] = {"checkpoint": str(cfg.init), "sha256": file_digest(cfg.init), "method": init_meta["method"],
                         "epochs": init_meta.get("epochs_done")}
     return 0, {}
 
