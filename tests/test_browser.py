@@ -102,6 +102,36 @@ def test_grid_clicks_change_the_figures(server, page):
     expect(page.get_by_role("checkbox", name="green → green")).to_be_disabled()
 
 
+def test_a_cost_typed_in_the_grid_changes_the_expected_cost_curve(server, page):
+    """Shift-click selects a cell without ticking it; its cost typed under the grid goes to the server,
+    the cell takes the colour of its cost and the certified expected cost curve is drawn anew."""
+    from playwright.sync_api import expect
+    url, _ = server
+    page.goto(url)
+    page.get_by_text("Metrics at ε").first.wait_for()
+    chart = page.locator("[data-testid=stVegaLiteChart]").filter(has_text="certified expected cost (mean")
+    chart.locator("svg [class*='mark-line'] path").first.wait_for()
+    marks = "ms => ms.map(m => m.getAttribute('d')).join('|')"
+    before = chart.locator("svg [class*='mark-line'] path").evaluate_all(marks)
+    cell = page.get_by_role("checkbox", name="grey → red")
+    cell.click(modifiers=["Shift"], force=True)
+    expect(cell).to_be_checked()  # selected, not toggled
+    cost = page.get_by_role("spinbutton", name="cost of the selected cell")
+    expect(cost).to_have_value("1")
+    cost.fill("7")
+    cost.press("Enter")
+    page.get_by_text("cost: pairwise:3>0=7,1,2").first.wait_for()
+    assert "pairwise:3>0=7,1,2" in urllib.parse.unquote(page.url)
+    page.wait_for_function(f"(before) => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]'))"
+                           f".filter(c => c.textContent.includes('certified expected cost (mean')).some(c => "
+                           f"({marks})(Array.from(c.querySelectorAll('svg [class*=mark-line] path'))) !== before)",
+                           arg=before)
+    shade = "b => getComputedStyle(b.parentElement).backgroundColor"
+    assert cell.evaluate(shade) != page.get_by_role("checkbox", name="grey → green").evaluate(shade)
+    cell.click(force=True)  # a click on a cell of cost 7 makes it free
+    page.get_by_text("cost: pairwise:3>1,2").first.wait_for()
+
+
 def test_certification_and_training_jobs_finish(server, page):
     url, root = server
     page.goto(url + "/certify")
@@ -115,6 +145,8 @@ def test_certification_and_training_jobs_finish(server, page):
 
 def _start_training(page, url, name, epochs, max_steps=None):
     page.goto(url + "/train")
+    page.get_by_role("checkbox", name="red → green").click(force=True)  # CS-MACER needs a costly mistake
+    page.get_by_text("pairwise:0>1").first.wait_for()
     page.get_by_role("textbox", name="Output name", exact=True).fill(name)
     page.get_by_role("spinbutton", name="epochs", exact=True).fill(str(epochs))
     page.get_by_role("spinbutton", name="k noisy copies", exact=True).fill("2")

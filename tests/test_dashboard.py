@@ -76,7 +76,8 @@ def test_a_click_that_repeats_an_earlier_matrix_still_counts(root, monkeypatch):
     assert _row(at, "cohen").rob_cs == pytest.approx(_expected(root, "cohen", CostMatrix(clicked, names))["rob_cs"])
 
 
-@pytest.mark.parametrize("sent", [[[0, 1], [1, 0]], [["0", "1", "0", "0"]] * 4, [[0, 2, 0, 0]] * 4, "x", None])
+@pytest.mark.parametrize("sent", [[[0, 1], [1, 0]], [["0", "1", "0", "0"]] * 4, [[0, -1, 0, 0]] * 4,
+                                  [[0, float("nan"), 0, 0]] * 4, "x", None])
 def test_a_malformed_grid_message_changes_nothing(root, monkeypatch, sent):
     at = _app(root, monkeypatch)
     before = at.query_params["cost"]

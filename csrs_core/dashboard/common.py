@@ -194,10 +194,22 @@ def current_cost(case: str, classes: list[str]) -> CostMatrix:
 
 
 def set_cost(case: str, cost: CostMatrix) -> None:
-    """Make `cost` current (session and URL); the grid shows it at its next render."""
+    """Make `cost` current (session and URL, as its describe() text, which parse_cost reads back
+    exactly: 'overall' for every mistake of a 1,000-class matrix); the grid shows it at its next render."""
     st.session_state[f"cost::{case}"] = cost
     st.query_params["case"] = case
     st.query_params["cost"] = cost.describe()
+
+
+def training_cost(dataset: str, classes: list[str]) -> CostMatrix:
+    """The Train page's matrix for `dataset`: its own state, never Explore's and never in the URL;
+    no mistake costs until it is edited."""
+    return st.session_state.setdefault(f"train_cost::{dataset}", CostMatrix.empty(len(classes), classes))
+
+
+def set_training_cost(dataset: str, cost: CostMatrix) -> None:
+    """Make `cost` the Train page's matrix for `dataset`."""
+    st.session_state[f"train_cost::{dataset}"] = cost
 
 
 def select_case() -> tuple[Path, str | None]:

@@ -7,8 +7,12 @@ instead of drawing it anew; and a dict costs nothing to build, where an Altair c
 So every spec depends only on names and settings, never on the numbers, and datasets have fixed names."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
+
+from csrs_core.certification.stats import proportion_interval
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 SCHEME = "tableau10"  # one colour per checkpoint, in the order the checkpoints are listed
@@ -48,51 +52,111 @@ def _tooltip(*fields: tuple[str, str]) -> list[dict]:
     return [{"field": f, "type": t, **({"format": ".3f"} if t == "quantitative" else {})} for f, t in fields]
 
 
-def eps_curves(curves: pd.DataFrame, show_overall: bool) -> dict:
-    """curves: checkpoint, eps, rob_cs, rob_std, certified_acc. Rob_cs solid, Rob_std dashed,
-    the overall certified accuracy dotted (when shown)."""
-    columns = {"rob_cs": "Rob_cs", "rob_std": "Rob_std"}
-    if show_overall:
-        columns["certified_acc"] = "certified acc."
-    long = (curves.rename(columns=columns)
-            .melt(["checkpoint", "eps"], list(columns.values()), var_name="metric", value_name="share"))
+CURVE_METRICS = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", "certified_acc": "certified acc."}
+
+
+def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False) -> dict:
+    """curves: checkpoint, eps, rob_cs, rob_std, certified_acc (and, for `band`, each one's _lo and _hi:
+    with_intervals). Rob_cs solid, Rob_std dashed, the overall certified accuracy dotted (when shown);
+    with `band`, each curve's 95 % interval as a translucent area in its checkpoint's colour."""
+    columns = {c: label for c, label in CURVE_METRICS.items() if show_overall or c != "certified_acc"}
     metrics = list(columns.values())
-    return _spec({"curves": long}, data={"name": "curves"}, mark="line", encoding={
-        "x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
-        "y": _q("share", "share of examples certified", [0, 1]),
+    long = pd.concat([pd.DataFrame({"checkpoint": curves["checkpoint"], "eps": curves["eps"], "metric": label,
+                                    "share": curves[c],
+                                    **({"lo": curves[f"{c}_lo"], "hi": curves[f"{c}_hi"]} if band else {})})
+                      for c, label in columns.items()], ignore_index=True)
+    share = _q("share", "share of examples certified", [0, 1])
+    shared = {"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
+              "color": _checkpoint_color(_names(curves))}
+    lines = {"y": share,
+             "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
+                            "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]}},
+             "detail": {"field": "metric", "type": "nominal"},
+             "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
+                                 ("share", "quantitative"))}
+    if not band:
+        return _spec({"curves": long}, data={"name": "curves"}, mark="line", encoding={**shared, **lines})
+    area = {"mark": {"type": "area", "opacity": 0.15},
+            "encoding": {"y": {**share, "field": "lo"}, "y2": {"field": "hi"},
+                         "detail": {"field": "metric", "type": "nominal"}}}
+    return _spec({"curves": long}, data={"name": "curves"}, encoding=shared,
+                 layer=[area, {"mark": "line", "encoding": lines}])
+
+
+@lru_cache(maxsize=65536)
+def _interval(successes: int, trials: int) -> tuple[float, float]:
+    return proportion_interval(successes, trials)
+
+
+def with_intervals(curve: pd.DataFrame, n: int, n_sensitive: int) -> pd.DataFrame:
+    """curve (metrics.eps_curve's columns) with the exact 95 % interval over the test examples of every
+    point (stats.proportion_interval): rob_cs_lo, rob_cs_hi and rob_std_lo, rob_std_hi over the
+    n_sensitive sensitive examples, certified_acc_lo, certified_acc_hi over all n; NaN where a share is."""
+    columns = {}
+    for column, trials in (("rob_cs", n_sensitive), ("rob_std", n_sensitive), ("certified_acc", n)):
+        share = curve[column].to_numpy(dtype=float)
+        known = ~np.isnan(share) if trials else np.zeros(share.shape, bool)
+        hits, where = np.unique(np.rint(share[known] * trials).astype(int), return_inverse=True)
+        bounds = np.array([_interval(int(k), int(trials)) for k in hits], dtype=float).reshape(-1, 2)[where]
+        for side, values in (("lo", bounds[:, 0]), ("hi", bounds[:, 1])):
+            columns[f"{column}_{side}"] = np.full(share.shape, np.nan)
+            columns[f"{column}_{side}"][known] = values
+    return pd.DataFrame({**{c: curve[c].to_numpy() for c in curve.columns}, **columns}, index=curve.index)
+
+
+COST_CURVES = {"expected_cost": "certified expected cost (mean over all test examples; lower is better)",
+               "rob_cs_tau": "Rob_cs(ε, τ): share of sensitive examples certified to cost ≤ τ"}
+
+
+def cost_curves(curves: pd.DataFrame, metric: str) -> dict:
+    """curves: checkpoint, eps, expected_cost, rob_cs_tau (metrics.cost_curve per checkpoint). One line
+    per checkpoint of `metric` (a key of COST_CURVES) over ε; the expected cost's axis starts at 0 and
+    follows the costs, the share's is [0, 1]."""
+    y = _q(metric, COST_CURVES[metric], [0, 1] if metric == "rob_cs_tau" else None)
+    if metric != "rob_cs_tau":
+        y["scale"] = {"zero": True}
+    return _spec({"costs": curves[["checkpoint", "eps", metric]]}, data={"name": "costs"}, mark="line", encoding={
+        "x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"), "y": y,
         "color": _checkpoint_color(_names(curves)),
-        "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
-                       "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]}},
-        "detail": {"field": "metric", "type": "nominal"},
-        "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
-                            ("share", "quantitative"))})
+        "tooltip": _tooltip(("checkpoint", "nominal"), ("eps", "quantitative"), (metric, "quantitative"))})
 
 
-def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
-    """The rows not dominated in (acc, rob_cs), sorted by acc."""
-    pts = points.dropna(subset=["acc", "rob_cs"]).sort_values(["acc", "rob_cs"], ascending=False)
-    keep = pts.rob_cs.to_numpy() > np.maximum.accumulate(np.r_[-np.inf, pts.rob_cs.to_numpy()[:-1]])
-    return pts[keep].sort_values("acc")
+# the trade-off's horizontal axes: title, fixed domain (None: from the data) and whether lower is better
+TRADEOFF_AXES = {"rob_cs": ("certified cost-sensitive robustness Rob_cs(ε)", [0, 1], False),
+                 "expected_cost": ("certified expected cost at ε (lower is better)", None, True)}
 
 
-def tradeoff(summary: pd.DataFrame) -> dict:
-    """Acc vs Rob_cs per checkpoint with the Pareto front (paper Fig. 1c). Each checkpoint is its own
-    legend entry (colour) and its method has its own symbol, so nearby points never overlap labels."""
-    points = summary[["checkpoint", "method", "acc", "rob_cs"]]
-    x = _q("rob_cs", "certified cost-sensitive robustness Rob_cs(ε)", [0, 1])
+def pareto_front(points: pd.DataFrame, x: str = "rob_cs") -> pd.DataFrame:
+    """The rows not dominated in (acc, x), sorted by acc: higher acc is better, and higher x, or lower
+    where TRADEOFF_AXES says so (the expected cost)."""
+    pts = points.dropna(subset=["acc", x])
+    score = pts[x].to_numpy(dtype=float) * (-1.0 if TRADEOFF_AXES[x][2] else 1.0)
+    order = np.lexsort((-score, -pts["acc"].to_numpy(dtype=float)))  # acc, then score, both descending
+    best = score[order]
+    keep = order[best > np.maximum.accumulate(np.r_[-np.inf, best[:-1]])]
+    return pts.iloc[keep].sort_values("acc")
+
+
+def tradeoff(summary: pd.DataFrame, x: str = "rob_cs") -> dict:
+    """Acc against x (Rob_cs, or the certified expected cost: a key of TRADEOFF_AXES) per checkpoint with
+    the Pareto front (paper Fig. 1c). Each checkpoint is its own legend entry (colour) and its method
+    has its own symbol, so nearby points never overlap labels."""
+    title, domain, lower = TRADEOFF_AXES[x]
+    points = summary[["checkpoint", "method", "acc", x]]
+    horizontal = _q(x, title, domain, **({"scale": {"zero": True}} if domain is None else {}))
     y = _q("acc", "overall accuracy Acc", [0, 1])
     front = {"data": {"name": "front"}, "mark": {"type": "line", "color": "grey", "strokeDash": DOTTED},
-             "encoding": {"x": x, "y": y, "order": {"field": "acc", "type": "quantitative"}}}
+             "encoding": {"x": horizontal, "y": y, "order": {"field": "acc", "type": "quantitative"}}}
     dots = {"data": {"name": "points"},
             "mark": {"type": "point", "size": 160, "filled": True, "stroke": "white", "strokeWidth": 1, "opacity": 1},
-            "encoding": {"x": x, "y": y, "color": _checkpoint_color(_names(points)),
+            "encoding": {"x": horizontal, "y": y, "color": _checkpoint_color(_names(points)),
                          "shape": {"field": "method", "type": "nominal", "title": "method",
                                    "scale": {"domain": list(SHAPES), "range": list(SHAPES.values())},
                                    "legend": {"symbolFillColor": "grey", "symbolStrokeColor": "grey",
                                               "symbolSize": 120}},
                          "tooltip": _tooltip(("checkpoint", "nominal"), ("method", "nominal"),
-                                             ("rob_cs", "quantitative"), ("acc", "quantitative"))}}
-    return _spec({"points": points, "front": pareto_front(points)}, layer=[front, dots])
+                                             (x, "quantitative"), ("acc", "quantitative"))}}
+    return _spec({"points": points, "front": pareto_front(points, x)}, layer=[front, dots])
 
 
 def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:

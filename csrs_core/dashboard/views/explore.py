@@ -1,15 +1,21 @@
 """Explore & compare: metrics, paired tests, curves and views for stored certifications (stage B only).
 
 The cost grid and everything that depends on the matrix run in one fragment, so a click reruns
-only that part of the page; the record choice, ε, α and mode rerun the page."""
+only that part of the page; the record choice, ε, α and mode rerun the page. Everything here is
+stage B, computed from the stored counts: no setting on this page ever samples again. The certified
+expected cost and Rob_cs(ε, τ) are shown for every matrix, binary ones included (where the expected
+cost is the share of examples not certified cost-free), so the page keeps its layout when a click
+turns a matrix binary or weighted."""
+import hashlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from csrs_core.certification.bounds import max_certifiable_radius
 from csrs_core.certification.comparisons import difference_lines
-from csrs_core.certification.certificates import smoothed_confusion
-from csrs_core.certification.metrics import eps_curve, per_class
+from csrs_core.certification.certificates import certified_cost, smoothed_confusion
+from csrs_core.certification.metrics import cost_curve, eps_curve, per_class, summarize_cost
 from csrs_core.certification.comparisons import metrics_row, with_holm
 from csrs_core.cli.report import to_latex
 from csrs_core.certification.stats import paired_comparison
@@ -17,7 +23,7 @@ from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         load_cached_record, require_access, select_readable_case)
-from csrs_core.dashboard.cost_editor import cost_grid, cost_tools
+from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, describe, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
@@ -67,6 +73,8 @@ mode = c3.radio("Mode", ["sound", "paper"], horizontal=True, key="mode",
                 help="sound: max(R1(α/2), R2), valid with probability ≥ 1−α. "
                      "paper: max(R1(α), R2) as Algorithm 1 prints it (≥ 1−1.5α).")
 show_overall = c4.checkbox("Show overall certified accuracy", value=False, key="show_overall")
+show_band = c4.checkbox("95 % band on the curves", value=True, key="show_band",
+                        help="each point's exact (Clopper–Pearson) 95 % interval over the test examples")
 if not picked:
     st.info("Pick at least one checkpoint.")
     st.stop()
@@ -94,14 +102,29 @@ if eps >= limit:
 confidence = f"1 − α = {1 - alpha:g}" if mode == "sound" else f"1 − 1.5α = {1 - 1.5 * alpha:g}"
 
 
-@st.fragment
-def cost_dependent_views():
-    """The grid and every view that depends on the cost matrix: a click reruns only this."""
-    cost = cost_grid(case, current_cost(case, classes))
-    tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
+def certified_costs(record, cost, points) -> np.ndarray:
+    """[len(points), N] certified worst-case costs of the record's examples at each ε of `points`
+    (stage B only), memoised per record, matrix (a digest of its costs), α, mode and points."""
+    cache = st.session_state.setdefault("_costs", {})
+    key = (str(record.path), record.meta["key"], hashlib.blake2b(cost.weights.tobytes()).digest(), alpha, mode,
+           tuple(points))
+    if key not in cache:
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = certified_cost(record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"],
+                                    alpha=alpha, eps=np.asarray(points), mode=mode)
+    return cache[key]
+
+
+def metrics_table(tables: dict, costs: dict, tau: float) -> pd.DataFrame:
+    """One row per checkpoint as `csrs report` makes it: metrics_row at ε, expected_cost and rob_cs_tau
+    (summarize_cost of the certified costs at ε, the last of `costs`' rows), paired tests against the
+    baseline on the same examples, Holm-adjusted."""
     rows = []
     for name, table in tables.items():
-        row = {"checkpoint": name, "method": metas[name]["method"], **metrics_row(table, eps)}
+        at_eps = summarize_cost(costs[name][-1], table["sensitive"].to_numpy(), tau)
+        row = {"checkpoint": name, "method": metas[name]["method"], **metrics_row(table, eps),
+               "expected_cost": at_eps["expected_cost"], "rob_cs_tau": at_eps["rob_cs_tau"]}
         if name != baseline and records[name].data_id == records[baseline].data_id:
             cmp = paired_comparison(tables[baseline], table, eps)
             row.update(d_acc=cmp["d_acc"], p_acc=cmp["p_acc"], d_rob_cs=cmp["d_rob_cs"], p_rob_cs=cmp["p_rob_cs"])
@@ -110,11 +133,38 @@ def cost_dependent_views():
     for c in ("d_acc", "p_acc", "d_rob_cs", "p_rob_cs"):  # no comparison at all: empty columns
         if c not in summary:
             summary[c] = np.nan
-    summary = with_holm(summary)
-    st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {cost.describe()})")
-    st.caption(f"Each certificate holds with probability ≥ {confidence}. d_* and p_*: difference from the baseline "
-               f"({baseline}) and the exact McNemar p-value on the same examples; p_*_holm: Holm-adjusted over "
-               f"the comparisons with the baseline; *_lo, *_hi: exact 95 % intervals over the test examples.")
+    return with_holm(summary)
+
+
+def top_confusions(conf: np.ndarray, names: list[str], k: int = 20) -> pd.DataFrame:
+    """The k most frequent mistakes of a confusion matrix (rows: true class), most frequent first,
+    with their count and share of the true class's examples."""
+    off = conf.astype(float)
+    np.fill_diagonal(off, 0)
+    flat = off.ravel()
+    top = np.argpartition(flat, -k)[-k:] if flat.size > k else np.arange(flat.size)
+    top = top[np.argsort(-flat[top], kind="stable")]
+    j, c = np.unravel_index(top[flat[top] > 0], off.shape)
+    return pd.DataFrame({"true class": [names[i] for i in j], "smoothed top class": [names[i] for i in c],
+                         "examples": conf[j, c], "share of the class": conf[j, c] / conf[j].sum(axis=1)})
+
+
+@st.fragment
+def cost_dependent_views():
+    """The grid and every view that depends on the cost matrix or τ: a click reruns only this."""
+    cost = cost_grid(case, current_cost(case, classes))
+    tau = tau_slider(case, cost)
+    grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
+    tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
+    costs = {name: certified_costs(records[name], cost, np.r_[grid, eps]) for name in picked}  # the curve, then ε
+    summary = metrics_table(tables, costs, tau)
+    described = describe(cost)
+    st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})")
+    st.caption(f"Each certificate holds with probability ≥ {confidence}. `d_*` and `p_*`: difference from the "
+               f"baseline ({baseline}) and the exact McNemar p-value on the same examples; `p_*_holm`: Holm-adjusted "
+               f"over the comparisons with the baseline; `*_lo`, `*_hi`: exact 95 % intervals over the test examples; "
+               f"`expected_cost`: mean certified worst-case cost at ε (lower is better); `rob_cs_tau`: share of "
+               f"sensitive examples whose certified cost at ε is ≤ τ = {tau:g}.")
     notice = st.empty()  # always one element here, so a warning never shifts (and remounts) the charts below
     if summary.n_sensitive.max() == 0:
         notice.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
@@ -122,21 +172,32 @@ def cost_dependent_views():
     st.dataframe(summary, hide_index=True, key="summary_table",
                  column_config={**{c: number for c in ("acc", "balanced_acc", "rob_cs", "rob_std", "rob_non",
                                                        "d_acc", "d_rob_cs", "acc_lo", "acc_hi", "rob_cs_lo",
-                                                       "rob_cs_hi")},
+                                                       "rob_cs_hi", "expected_cost", "rob_cs_tau")},
                                 **{c: st.column_config.NumberColumn(format="%.2g")
                                    for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm")}})
     d1, d2 = st.columns(2)
     d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
-    d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {cost.describe()}, ε = {eps}, "
+    d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
                                                         f"{mode} mode, α = {alpha}"), "csrs-metrics.tex", "text/plain")
-    grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
-    curves = pd.concat([eps_curve(t, grid).assign(checkpoint=n) for n, t in tables.items()])
+    curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
+                         else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified accuracy vs ε")
-    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall), key="fig_curves")
+    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall, show_band), key="fig_curves")
+    cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau).assign(checkpoint=n)
+                            for n in picked])
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Certified expected cost vs ε")
+        st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "expected_cost"), key="fig_cost")
+    with right:
+        st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
+        st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "rob_cs_tau"), key="fig_rob_tau")
     left, right = st.columns(2)
     with left:
         st.subheader("Accuracy / robustness trade-off")
-        st.vega_lite_chart(spec=figures.tradeoff(summary), key="fig_tradeoff")
+        axis = st.radio("Horizontal axis", ["rob_cs", "expected_cost"], horizontal=True, key=f"tradeoff_x::{case}",
+                        format_func={"rob_cs": "Rob_cs(ε)", "expected_cost": "expected cost"}.get)
+        st.vega_lite_chart(spec=figures.tradeoff(summary, axis), key="fig_tradeoff")
     with right:
         st.subheader("R1 vs the cost-sensitive radius")
         st.vega_lite_chart(spec=figures.r1_vs_r2(tables[focus], f"{focus}: sensitive examples"), key="fig_r1r2")
@@ -144,7 +205,9 @@ def cost_dependent_views():
 
 cost_tools(case, current_cost(case, classes))
 st.caption("Cost matrix: rows are the true class, columns the predicted class; a ticked cell means that mistake "
-           "costs (the diagonal cannot cost).")
+           "costs, its colour how much (the diagonal cannot cost). A click ticks a cell (cost 1) or clears it; type "
+           "the selected cell's cost in the box under the grid (shift-click selects a cell without ticking it)."
+           if len(classes) <= GRID_LIMIT else "Cost matrix: rows are the true class, columns the predicted class.")
 cost_dependent_views()
 
 # the views below do not depend on the cost matrix, so a grid click leaves them alone
@@ -163,7 +226,12 @@ left, _ = st.columns(2)
 with left:
     conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
     st.subheader("Smoothed classifier's confusion")
-    st.vega_lite_chart(spec=figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
+    if len(classes) <= GRID_LIMIT:
+        st.vega_lite_chart(spec=figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
+    else:  # a heat map of m² cells says nothing at this size
+        st.caption(f"{focus}: the most frequent mistakes (true class → smoothed top class) of "
+                   f"{len(classes)} classes.")
+        st.dataframe(top_confusions(conf, classes), hide_index=True)
 meta = records[focus].meta
 st.caption(f"{focus}: {meta['num_examples']} examples of {meta['dataset']} ({meta['split']}), n0 = {meta['n0']}, "
            f"n = {meta['n']}, σ = {meta['sigma']}, {meta['precision']} on {meta['device_type']}, seed {meta['seed']}, "
