@@ -63,7 +63,8 @@ FIGURES = "[data-testid=stVegaLiteChart]"
 # MutationObserver (nothing polls the page meanwhile; a figure drawn anew also counts); each change
 # notes the time of the next animation frame, when it is painted. Once nothing has changed for
 # QUIET ms, the click's time is that of the last frame in which any figure changed. A figure whose
-# numbers the click does not change (unticking one of several costly cells of a row can leave Rob_cs as it was) does not change and is not waited for.
+# numbers the click does not change (unticking one of several costly cells of a row can leave Rob_cs
+# as it was) does not change and is not waited for.
 QUIET = 1500
 ARM = """(quiet) => {
   const charts = Array.from(document.querySelectorAll('%s'));

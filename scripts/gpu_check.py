@@ -46,9 +46,12 @@ if str(ROOT) not in sys.path:
 WHEELS = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "scipy": "scipy", "pandas": "pandas",
           "PIL": "pillow", "pytest": "pytest", "psutil": "psutil", "filelock": "filelock", "tqdm": "tqdm"}
 CUDA_WHEELS = {"triton": "triton"}  # torch.compile's GPU code generator
-CSRS_MODULES = ("csrs_core", "csrs_core.models.architectures", "csrs_core.models.checkpoints", "csrs_core.data", "csrs_core.sampling.counts",
-                "csrs_core.sampling.plan", "csrs_core.runtime.device", "csrs_core.sampling.stage_a", "csrs_core.sampling.store", "csrs_core.certification.certificates",
-                "csrs_core.certification.cost", "csrs_core.certification.metrics", "csrs_core.training.losses", "csrs_core.training.loop", "csrs_core.cli.commands")
+CSRS_MODULES = (
+    "csrs_core", "csrs_core.models.architectures", "csrs_core.models.checkpoints", "csrs_core.data",
+    "csrs_core.sampling.counts", "csrs_core.sampling.plan", "csrs_core.runtime.device",
+    "csrs_core.sampling.stage_a", "csrs_core.sampling.store", "csrs_core.certification.certificates",
+    "csrs_core.certification.cost", "csrs_core.certification.metrics", "csrs_core.training.losses",
+    "csrs_core.training.loop", "csrs_core.cli.commands")
 BIG_JOB = (10_000, 100, 100_000)  # images, n0, n: the certification the extrapolation is for
 FAMILY_ALPHA = 0.001              # family-wise error of the agreement tests (Bonferroni)
 

@@ -31,18 +31,20 @@ from csrs_core import CSRSError
 from csrs_core.certification.metrics import balanced_accuracy
 
 
-def proportion_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+def proportion_interval(successes, trials, level: float = 0.95):
     """The exact (Clopper–Pearson) two-sided interval for a proportion from `successes` of `trials`:
     it covers the proportion with probability at least `level` for every true value. Over test
     examples it says how far Acc or Rob_cs could move on another sample of the same size from the
     same distribution (it does not count the certificates' own failure probability α). NaN, NaN
-    without trials."""
-    k, n = int(successes), int(trials)
-    if n == 0:
-        return float("nan"), float("nan")
+    without trials. Whole numbers give (low, high) floats; arrays give (low, high) arrays."""
+    k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
     tail = (1 - level) / 2
-    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k))
+    with np.errstate(invalid="ignore"):
+        low = np.where(k == 0, 0.0, beta.ppf(tail, np.maximum(k, 1), n - k + 1))
+        high = np.where(k == n, 1.0, beta.ppf(1 - tail, k + 1, np.maximum(n - k, 1)))
+    low, high = np.where(n == 0, np.nan, low), np.where(n == 0, np.nan, high)
+    if low.ndim == 0:
+        return float(low), float(high)
     return low, high
 
 

@@ -7,7 +7,6 @@ instead of drawing it anew; and a dict costs nothing to build, where an Altair c
 So every spec depends only on names and settings, never on the numbers, and datasets have fixed names."""
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -83,11 +82,6 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False) -> 
                  layer=[area, {"mark": "line", "encoding": lines}])
 
 
-@lru_cache(maxsize=65536)
-def _interval(successes: int, trials: int) -> tuple[float, float]:
-    return proportion_interval(successes, trials)
-
-
 def with_intervals(curve: pd.DataFrame, n: int, n_sensitive: int) -> pd.DataFrame:
     """curve (metrics.eps_curve's columns) with the exact 95 % interval over the test examples of every
     point (stats.proportion_interval): rob_cs_lo, rob_cs_hi and rob_std_lo, rob_std_hi over the
@@ -97,8 +91,8 @@ def with_intervals(curve: pd.DataFrame, n: int, n_sensitive: int) -> pd.DataFram
         share = curve[column].to_numpy(dtype=float)
         known = ~np.isnan(share) if trials else np.zeros(share.shape, bool)
         hits, where = np.unique(np.rint(share[known] * trials).astype(int), return_inverse=True)
-        bounds = np.array([_interval(int(k), int(trials)) for k in hits], dtype=float).reshape(-1, 2)[where]
-        for side, values in (("lo", bounds[:, 0]), ("hi", bounds[:, 1])):
+        low, high = proportion_interval(hits, np.full(hits.shape, trials))
+        for side, values in (("lo", low[where]), ("hi", high[where])):
             columns[f"{column}_{side}"] = np.full(share.shape, np.nan)
             columns[f"{column}_{side}"][known] = values
     return pd.DataFrame({**{c: curve[c].to_numpy() for c in curve.columns}, **columns}, index=curve.index)

@@ -94,7 +94,8 @@ tightest = min(limits, key=limits.get)
 limit = limits[tightest]
 st.caption(f"Largest cost-sensitive radius these samples can certify at all in {mode} mode "
            f"(σ·Φ⁻¹(a^(1/n)) with a = {'α/2' if mode == 'sound' else 'α'}): {limit:.4f}"
-           + ("" if len(set(limits.values())) == 1 else f" (smallest over checkpoints; up to {max(limits.values()):.4f})"))
+           + ("" if len(set(limits.values())) == 1
+              else f" (smallest over checkpoints; up to {max(limits.values()):.4f})"))
 if eps >= limit:
     st.warning(f"ε = {eps} is at or beyond {limit:.4f}, the largest radius that n = {records[tightest].meta['n']} "
                f"samples can certify at α = {alpha} in {mode} mode: low numbers here reflect the sampling budget, "

@@ -38,7 +38,8 @@ target_case = case or "."
 classes = case_classes(root, case) if case else None
 case_metas = [v for v in (checkpoints_in_case(root, case).values() if case else []) if isinstance(v, dict)]
 case_dataset = next((m["dataset"] for m in case_metas if m["dataset"] in NAMED), NAMED[0])
-inits = ["(none)"] + ([k for k, v in checkpoints_in_case(root, target_case).items() if isinstance(v, dict)] if case else [])
+inits = ["(none)"] + ([k for k, v in checkpoints_in_case(root, target_case).items() if isinstance(v, dict)]
+                      if case else [])
 st.caption("Defaults follow the paper (MACER: k = 16, β = 16, γ = 8, λ = 12; CS-MACER: γ1 = 4, γ2 = 16, λ = 3; an "
            "empty λ takes the method's default). CS-MACER and Cohen-R train against the training cost matrix "
            "below, this page's own (Explore's matrix is not used).")
