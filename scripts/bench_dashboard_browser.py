@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,9 @@ def main():
     ap.add_argument("--case", default="cifar10", help="cifar10 (10 x 10 grid) or ham10000 (2 x 2)")
     ap.add_argument("--figures", type=int, default=6, help="figures the page shows when loaded")
     ap.add_argument("--opens", type=int, default=5, help="Examples page loads to time (0: skip)")
+    ap.add_argument("--cost", default=None, help="the matrix the page starts with, in the --cost grammar (e.g. "
+                    "'seedwise:3=2' for a real-valued one; clicks then toggle cells of cost 1 next to those of cost 2)")
+    ap.add_argument("--figures-weighted", type=int, default=8, help="figures the page shows with a real-valued matrix")
     a = ap.parse_args()
     trivial_clicks, trivial_loads = trivial_times(a.clicks, max(a.opens, 1))
     port = free_port()
@@ -191,7 +195,9 @@ def main():
         cells = ([f"{t} → {p}" for t in ("cat", "dog", "bird", "deer")
                   for p in ("airplane", "automobile", "frog", "horse")]
                  if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
-        results = click_times(f"http://127.0.0.1:{port}/?case={a.case}", a.clicks, cells, a.figures)
+        start = f"http://127.0.0.1:{port}/?case={a.case}" + (f"&cost={urllib.parse.quote(a.cost)}" if a.cost else "")
+        weighted = a.cost is not None and "=" in a.cost
+        results = click_times(start, a.clicks, cells, a.figures_weighted if weighted else a.figures)
         with np.load(Path(a.checkpoints) / a.case / "test-sample.npz") as z:
             first = int(z["indices"][0])
         examples = f"http://127.0.0.1:{port}/examples?case={a.case}&example={first}"

@@ -165,8 +165,12 @@ def test_tau_and_the_expected_cost_curves(root, monkeypatch):
         line = costs["costs"][costs["costs"].checkpoint == name]
         assert np.allclose(line.expected_cost, expected.expected_cost) and line.expected_cost.iloc[-1] > 0
     assert any("τ = 2.5" in s.value for s in at.subheader)
-    click_grid(at, CostMatrix(_weighted(), NAMES).matrix)  # binary now: τ = 2.5 gives the same share as τ = 1
-    assert at.select_slider(key="tau::synth").options == ["0", "1"] and at.select_slider(key="tau::synth").value == 1
+    click_grid(at, CostMatrix(_weighted(), NAMES).matrix)  # binary now: the cost views would repeat Rob_cs
+    assert "tau::synth" not in [s.key for s in at.select_slider]
+    assert not any("τ =" in s.value for s in at.subheader)
+    assert any("appear once a cost other than 0 or 1 is set" in c.value for c in at.caption)
+    for name in ("cohen", "csmacer"):
+        assert _row(at, name).rob_cs_tau == pytest.approx(_row(at, name).rob_cs)   # τ = 0: Rob_cs itself
 
 
 def test_the_tradeoff_can_put_the_expected_cost_on_its_axis(root, monkeypatch):

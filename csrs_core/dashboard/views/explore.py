@@ -154,7 +154,8 @@ def top_confusions(conf: np.ndarray, names: list[str], k: int = 20) -> pd.DataFr
 def cost_dependent_views():
     """The grid and every view that depends on the cost matrix or τ: a click reruns only this."""
     cost = cost_grid(case, current_cost(case, classes))
-    tau = tau_slider(case, cost)
+    weighted = not cost.is_binary  # for a 0/1 matrix the cost views would repeat Rob_cs (and cost a click time)
+    tau = tau_slider(case, cost) if weighted else 0.0
     grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
     tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
     costs = {name: certified_costs(records[name], cost, np.r_[grid, eps]) for name in picked}  # the curve, then ε
@@ -184,15 +185,19 @@ def cost_dependent_views():
                          else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified accuracy vs ε")
     st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall, show_band), key="fig_curves")
-    cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau).assign(checkpoint=n)
-                            for n in picked])
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Certified expected cost vs ε")
-        st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "expected_cost"), key="fig_cost")
-    with right:
-        st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
-        st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "rob_cs_tau"), key="fig_rob_tau")
+    if weighted:
+        cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau)
+                                .assign(checkpoint=n) for n in picked])
+        left, right = st.columns(2)
+        with left:
+            st.subheader("Certified expected cost vs ε")
+            st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "expected_cost"), key="fig_cost")
+        with right:
+            st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
+            st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "rob_cs_tau"), key="fig_rob_tau")
+    else:
+        st.caption("The certified expected cost and Rob_cs(ε, τ) against ε (with a τ slider) appear once a cost "
+                   "other than 0 or 1 is set: for a 0/1 matrix they repeat the Rob_cs curve above.")
     left, right = st.columns(2)
     with left:
         st.subheader("Accuracy / robustness trade-off")
