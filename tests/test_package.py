@@ -21,7 +21,10 @@ def test_the_wheel_holds_only_csrs_core_with_the_dashboard_and_the_demo(wheel):
         entry = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "csrs = csrs_core.cli.commands:main_exit" in entry
     assert {n.split("/")[0] for n in names} == {"csrs_core", wheel.name.split("-py3")[0] + ".dist-info"}
-    assert "csrs_core/runner.py" in names and "csrs_core/dashboard/app.py" in names
+    source = {str(p.relative_to(REPO)) for p in (REPO / "csrs_core").rglob("*.py")}
+    assert {n for n in source if n.endswith("__init__.py")} <= set(names)  # every sub-package is packaged
+    assert {n for n in names if n.endswith(".py")} <= source                # and nothing else (no stale build)
+    assert "csrs_core/sampling/stage_a.py" in names and "csrs_core/dashboard/app.py" in names
     assert "csrs_core/dashboard/views/explore.py" in names and "csrs_core/dashboard/assets/cost_grid.js" in names
     assert not any("/pages/" in n for n in names)  # Streamlit would serve a pages/ folder without the guard
     for case in ("cifar10", "ham10000"):
