@@ -58,6 +58,8 @@ class CostMatrix:
                 "cost anything; clear the diagonal")
         self.weights = arr + 0.0          # -0.0 -> 0.0, so equal matrices hash alike
         self.matrix = arr > 0
+        self.weights.flags.writeable = self.matrix.flags.writeable = False  # immutable: hash, describe()
+        self._description = None
         self.m = arr.shape[0]
         if class_names is not None:
             class_names = [str(c) for c in class_names]
@@ -134,7 +136,12 @@ class CostMatrix:
         the dashboard's link and import box). A weight is written ('=w') only where it is not 1,
         in the shortest form that reads back as the same float; every matrix has a description:
         one that is neither overall nor seedwise (full rows of one weight each) is written as
-        pairwise rows with their weights."""
+        pairwise rows with their weights. Computed once per matrix."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> str:
         rows = [j for j in range(self.m) if self.matrix[j].any()]
         if not rows:
             return "none"

@@ -72,12 +72,6 @@ def tau_slider(scope: str, cost: CostMatrix) -> float:
 
 
 @lru_cache(maxsize=16)
-def describe(cost: CostMatrix) -> str:
-    """cost.describe(), remembered for the latest matrices (it takes about 0.2 s for 1,000 classes)."""
-    return cost.describe()
-
-
-@lru_cache(maxsize=16)
 def tau_levels(cost: CostMatrix) -> list[float]:
     """0 and the matrix's distinct costs in increasing order (at most TAU_LEVELS of them, evenly spread
     over the sorted costs, 0 and the largest always in)."""
@@ -222,7 +216,7 @@ def _summary(cost: CostMatrix) -> None:
         st.caption("No mistake costs anything (`none`).")
         return
     costly = cost.weights[cost.matrix]
-    text = describe(cost)
+    text = cost.describe()
     st.caption(f"{rows.size} of {cost.m} true classes have costly mistakes ({int(cost.matrix.sum()):,} entries, "
                f"costs {costly.min():g} to {costly.max():g}): `{text if len(text) <= 300 else text[:300] + '…'}`")
     shown = rows[:SUMMARY_ROWS]

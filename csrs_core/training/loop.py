@@ -99,9 +99,16 @@ class TrainConfig:
         epochs, so a step-schedule run may be extended; a cosine one may not (its lr would jump)."""
         d = dataclasses.asdict(self)
         skip = self.RUNTIME_ONLY + (("epochs",) if self.schedule == "step" else ())
-        if d["init"] and Path(d["init"]).is_file():  # the warm start is its content, wherever the file lies
-            d["init"] = f"sha256:{file_digest(d['init'])}"
+        d["init"] = warm_start_identity(d["init"])
         return {k: v for k, v in d.items() if k not in skip}
+
+
+def warm_start_identity(init: str | None) -> str | None:
+    """A warm start as part of a run's identity: its content digest ('sha256:...') when `init` names a
+    file (wherever it lies), else `init` as it is (None, a digest already, a file that is gone)."""
+    if init and not str(init).startswith("sha256:") and Path(init).is_file():
+        return f"sha256:{file_digest(init)}"
+    return init
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -258,8 +265,7 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
     if path.exists():
         payload = read_checkpoint(path)
         old = dict(payload["meta"].get("hyperparameters", {}))
-        if old.get("init") and not str(old["init"]).startswith("sha256:") and Path(old["init"]).is_file():
-            old["init"] = f"sha256:{file_digest(old['init'])}"  # recorded by path: compare the content
+        old["init"] = warm_start_identity(old.get("init"))  # a run recorded by path: compare the content
         # a setting an older run did not record did not exist then: it ran at that setting's default
         diff = {k: (old.get(k, TRAIN[k].default), v) for k, v in cfg.identity().items()
                 if old.get(k, TRAIN[k].default) != v}

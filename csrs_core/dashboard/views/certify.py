@@ -29,6 +29,12 @@ def _sample_facts(path: str, mtime: float) -> tuple:
     return data.labels.numpy(), tuple(data.images.shape[1:])
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _architecture(arch: str, classes: int, mean: tuple, std: tuple):
+    """An untrained model of the architecture (what the tuning cache is keyed by), built once."""
+    return build_model(arch, classes, mean, std)
+
+
 def image_size(meta: dict, values: dict) -> int | None:
     """The square size a job resizes a data set's images to: the size typed, else the one trained at."""
     trained = meta.get("image_size")
@@ -69,7 +75,7 @@ def estimate(name: str, meta: dict, examples: tuple, shape: tuple | None, values
     per_example = values["n0"] + values["n"]
     samples = count * per_example
     try:
-        model = build_model(meta["arch"], len(meta["classes"]), meta["mean"], meta["std"])
+        model = _architecture(meta["arch"], len(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))
     except CSRSError as exc:
         return f"**{name}**: no estimate: {exc}."
     rate = cached_rate(model, pick_device("auto"), values["precision"], values["batch"], shape, samples)

@@ -23,7 +23,7 @@ from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         load_cached_record, require_access, select_readable_case)
-from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, describe, tau_slider
+from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
@@ -158,9 +158,10 @@ def cost_dependent_views():
     tau = tau_slider(case, cost) if weighted else 0.0
     grid = np.round(np.linspace(0, max(limit * 1.05, eps), 60), 4)
     tables = {name: certificate_table(records[name], cost, alpha, mode) for name in picked}
-    costs = {name: certified_costs(records[name], cost, np.r_[grid, eps]) for name in picked}  # the curve, then ε
+    points = np.r_[grid, eps] if weighted else np.array([eps])  # the curves' grid (shown when weighted), then ε
+    costs = {name: certified_costs(records[name], cost, points) for name in picked}
     summary = metrics_table(tables, costs, tau)
-    described = describe(cost)
+    described = cost.describe()
     st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})")
     st.caption(f"Each certificate holds with probability ≥ {confidence}. `d_*` and `p_*`: difference from the "
                f"baseline ({baseline}) and the exact McNemar p-value on the same examples; `p_*_holm`: Holm-adjusted "

@@ -13,7 +13,7 @@ from csrs_core.cli.options import TRAIN, SettingError, to_argv
 from csrs_core.dashboard.common import (case_classes, checkpoints_in_case, data_root, refuse_writes_to_demo,
                                         require_access, select_case, set_training_cost, training_cost,
                                         write_failure)
-from csrs_core.dashboard.cost_editor import cost_grid, cost_tools, describe
+from csrs_core.dashboard.cost_editor import cost_grid, cost_tools
 from csrs_core.dashboard.jobs_panel import live_jobs
 from csrs_core.dashboard.option_widgets import option_widget, plain_name
 
@@ -55,7 +55,7 @@ with st.form("train_form"):
                                    help=TRAIN["arch"].help)}
     name = c3.text_input("Output name", "my-model", help="file name of the checkpoint in this case's folder",
                          key="train::name")
-    c4.markdown(f"Training cost matrix (CS-MACER and Cohen-R): `{describe(cost)}`",
+    c4.markdown(f"Training cost matrix (CS-MACER and Cohen-R): `{cost.describe()}`",
                 help="passed as --cost; edit it under \"Training cost matrix\" below the form")
     fields = [("sigma", "σ"), ("epochs", "epochs"), ("batch", "batch"), ("lr", "learning rate"),
               ("schedule", "schedule"), ("weight", "Cohen-R weight w"), ("gauss_num", "k noisy copies"),
@@ -80,7 +80,7 @@ if submitted:
             raise ValueError(refused)
         out = root / target_case / plain_name(name, "Output name")
         values.update(out=str(out), data_root=str(data_root()), log_every=5,
-                      cost=describe(cost) if values["method"] in COSTED else TRAIN["cost"].default,
+                      cost=cost.describe() if values["method"] in COSTED else TRAIN["cost"].default,
                       init=str(root / target_case / f"{init}.pt") if init != "(none)" else None)
         args = ["train", *to_argv(TRAIN, values)]
         jobs.start_job(root, "train", args, str(out))
