@@ -54,7 +54,7 @@ def cost_tensor(cost, device=None) -> torch.Tensor:
     is passed through, moved to `device`."""
     if isinstance(cost, torch.Tensor):
         return cost if device is None else cost.to(device)
-    return torch.as_tensor(cost.matrix if cost.is_binary else cost.weights, device=device)
+    return torch.tensor(cost.matrix if cost.is_binary else cost.weights, device=device)  # a copy: C is read-only
 
 
 def _omega(cost, labels: torch.Tensor):
