@@ -145,6 +145,7 @@ def test_the_record_holds_the_plan_and_the_measured_rate(case):
     record = counts_record(case / "m.pt", load_dataset("synthetic").subset(np.arange(8)), n0=10, n=100, batch=32,
                             precision="fp32")
     assert record.meta["images_per_s"] > 0 and record.meta["batch"] == 32 and record.meta["runtime"] == "eager"
+    assert record.meta["batchnorm_folded"] is True
     assert record.meta["machine"].startswith("cpu:")
 
 

@@ -13,6 +13,7 @@ import time
 
 from csrs_core import CSRSError
 from csrs_core.cli.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
+from csrs_core.runtime.allocator import retain_freed_memory
 from csrs_core.runtime.signals import Stopped, stop_on_sigterm
 
 EXIT_BAD_INPUT = 2
@@ -219,6 +220,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # sampling and training allocate the same large buffers pass after pass
     try:
         return args.func(args)
     except CSRSError as exc:

@@ -4,8 +4,10 @@
 model, and caches the measurements per machine, model structure and input shape in the user's
 cache folder, so they are paid once. CPUs differ (bf16 is 2-3x faster than fp32 with AVX-512 BF16
 and 10-30x slower without), so nothing is assumed. torch.compile is tried only for jobs long enough
-to repay its start-up. The precision chosen defines the base classifier, so it is part of every
-certification record's key; eager or compiled is recorded beside it."""
+to repay its start-up. BatchNorm layers are folded into the convolutions before them (the same
+function up to rounding; csrs_core.models.folding). The precision chosen defines the base
+classifier, so it is part of every certification record's key; eager or compiled and folded or not,
+which change floating-point rounding only, are recorded beside it."""
 from __future__ import annotations
 
 import hashlib
@@ -20,6 +22,7 @@ import psutil
 import torch
 
 from csrs_core.data import cache_dir
+from csrs_core.models.folding import fold_batchnorm
 from csrs_core.runtime.atomic import atomic_write_text
 from csrs_core.runtime.device import autocast
 from csrs_core.runtime.locks import OutputBusyError, output_lock
@@ -40,11 +43,13 @@ def middle_batch(batches: tuple) -> int:
 
 @dataclass
 class Plan:
-    """How stage A runs: the model, its precision and batch, and whether to compile it."""
+    """How stage A runs: the model (BatchNorm folded when `folded`), its precision and batch, and
+    whether to compile it."""
     model: torch.nn.Module
     precision: str
     batch: int
     compiled: bool = False
+    folded: bool = False
     rates: dict | None = None
     expected: float | None = None   # images per second the plan's measurement promises
     cache_key: str | None = None    # where its measurement is cached, when it came from the cache
@@ -74,7 +79,9 @@ def machine_id(device: torch.device) -> str:
 
 
 def model_id(model: torch.nn.Module, image_shape) -> str:
-    return hashlib.sha256(f"{model}:{tuple(image_shape)}".encode()).hexdigest()[:16]
+    """Names the structure of `model` (not its weights) and the input shape; its measurements are of
+    the model with BatchNorm folded."""
+    return hashlib.sha256(f"{model}:{tuple(image_shape)}:batchnorm-folded".encode()).hexdigest()[:16]
 
 
 def forward_rate(model, device, precision, batch, image_shape, seconds=0.6) -> float:
@@ -196,16 +203,19 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     """The model on `device` (eval, channels-last) with the precision, batch and eager/compiled
     choice to sample `samples` noisy images at. Given precision and batch are used as they are;
     'auto' and None are resolved by measurement, cached per machine and model (remeasure, or
-    CSRS_REMEASURE=1, measures again)."""
-    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    CSRS_REMEASURE=1, measures again). The plan's model is a BatchNorm-folded copy where folding
+    applies; `model` is put in eval mode and channels-last, its weights untouched."""
+    network = model.to(device).eval().to(memory_format=torch.channels_last)
+    model, folded = fold_batchnorm(network, image_shape)
+    model = model.to(memory_format=torch.channels_last)
     if precision != "auto" and batch is not None:
-        return Plan(model, precision, batch)
-    kind, precisions, batches, key = _search(model, device, precision, batch, image_shape)
+        return Plan(model, precision, batch, folded=folded)
+    kind, precisions, batches, key = _search(network, device, precision, batch, image_shape)
     remeasure = remeasure or os.environ.get("CSRS_REMEASURE") == "1"
     rates = None if remeasure else _load_table().get(key)
     if rates is None and samples < MEASURE_WORTH_SAMPLES:
         fallback = "fp32" if precision == "auto" else precision
-        return Plan(model, fallback, middle_batch(batches) if batch is None else batch)
+        return Plan(model, fallback, middle_batch(batches) if batch is None else batch, folded=folded)
     cacheable = True
     if rates is None:
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
@@ -217,10 +227,10 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     best = _best(rates, worth_compiling)
     runtime, chosen_precision, chosen_batch = best.split("/")
     compiled = runtime == "compiled"
-    plan = Plan(model, chosen_precision, int(chosen_batch), compiled, rates, expected=rates[best],
+    plan = Plan(model, chosen_precision, int(chosen_batch), compiled, folded, rates, expected=rates[best],
                 cache_key=key if cacheable else None)
     if progress is not None:
-        progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled,
+        progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled, batchnorm_folded=folded,
                        images_per_s=round(rates[best]), cached=cacheable,
                        measured={k: round(v) for k, v in rates.items()})
     return plan

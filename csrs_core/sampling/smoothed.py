@@ -139,7 +139,8 @@ class SmoothedClassifier:
             self._check_output(pixels[:1], plan.precision)
             runnable = plan.runnable(self.device)
             self.last_plan = {"device": str(self.device), "precision": plan.precision, "batch": plan.batch,
-                              "compiled": plan.compiled, "sampling_scheme": SAMPLING_SCHEME}
+                              "compiled": plan.compiled, "batchnorm_folded": plan.folded,
+                              "sampling_scheme": SAMPLING_SCHEME}
             per_image = pixels[0].numel() * pixels.element_size()
             chunk = max(1, _PIXEL_BYTES_PER_CALL // per_image)
             counts0, counts = np.zeros((N, m), np.int64), np.zeros((N, m), np.int64)

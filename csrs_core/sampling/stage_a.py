@@ -106,7 +106,7 @@ def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progres
     if world > 1:
         shared = [(plan.precision, plan.batch, plan.compiled)]
         dist.broadcast_object_list(shared, src=0)
-        plan.precision, plan.batch, plan.compiled = shared[0]
+        plan.precision, plan.batch, plan.compiled = shared[0]  # folding is the same on every rank
     return plan
 
 
@@ -189,7 +189,8 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     name = key_name(key)
     meta = {**key, "key": name, "checkpoint": Path(checkpoint).name, "method": ckpt_meta["method"],
             "classes": data.classes, "num_examples": len(data), "device": str(dev), "batch": plan.batch,
-            "runtime": "compiled" if plan.compiled else "eager", "machine": machine_id(dev),
+            "runtime": "compiled" if plan.compiled else "eager", "batchnorm_folded": plan.folded,
+            "machine": machine_id(dev),
             "planned_images_per_s": None if plan.expected is None else round(plan.expected),
             **({"command": command} if command else {})}
     shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
