@@ -126,6 +126,41 @@ def test_a_quiet_steady_measurement_is_cached_and_a_job_that_contradicts_it_disc
     assert autotune._load_table() == {}
 
 
+def test_compiling_is_weighed_by_the_compile_time_last_measured():
+    rates = {"eager/bf16/128": 4000.0, "compiled/bf16/128": 4400.0}
+    short = 210_000  # 52.5 s eagerly, 47.7 s compiled
+    assert autotune._best(rates, short, "cpu") == "eager/bf16/128"              # no compile time known yet:
+    assert autotune._best(rates, 4000 * 700, "cpu") == "compiled/bf16/128"      # only a job of over ten minutes
+    assert autotune._best({**rates, "compile-seconds/bf16/128": 2.0}, short, "cpu") == "compiled/bf16/128"  # warm
+    assert autotune._best({**rates, "compile-seconds/bf16/128": 20.0}, short, "cpu") == "eager/bf16/128"    # cold
+    assert autotune._best({**rates, "compiled/bf16/128": 0.0}, 10**9, "cpu") == "eager/bf16/128"  # no compiler
+
+
+def test_compile_times_are_measured_noted_and_paid_once(monkeypatch):
+    """The measuring job runs the module it compiled while measuring; a later, shorter job planned
+    from the cache compiles when the noted time repays, and notes its own compile time."""
+    compiles = []
+
+    def slow_compile(model, device, seconds=0.2):
+        compiles.append(model)
+        time.sleep(seconds)
+        return model
+    monkeypatch.setattr(autotune, "compile_model", slow_compile)
+    monkeypatch.setattr(autotune, "measure_eager", lambda *a, **k: ({"eager/fp32/64": 100.0}, True))
+    monkeypatch.setattr(autotune, "forward_rate", lambda *a, **k: 150.0)
+    monkeypatch.setattr(autotune, "others_busy", lambda device: False)
+    cpu = torch.device("cpu")
+    plan = autotune.choose_plan(_tiny(), cpu, "auto", None, (3, 2, 2), samples=10**6)  # 10,000 s eagerly
+    assert plan.compiled and plan.compile_seconds >= 0.2 and plan.runnable(cpu) is not None and len(compiles) == 1
+    entry = autotune._load_table()[plan.cache_key]
+    assert entry["compiled/fp32/64"] == 150.0 and entry["compile-seconds/fp32/64"] >= 0.2
+    later = autotune.choose_plan(_tiny(), cpu, "auto", None, (3, 2, 2), samples=6_000)  # 60 s eagerly, 40 compiled
+    assert later.compiled and 40 < later.expected_seconds(6_000) < 41
+    monkeypatch.setattr(autotune, "compile_model", lambda model, device: slow_compile(model, device, 0.5))
+    later.runnable(cpu)
+    assert len(compiles) == 2 and autotune._load_table()[later.cache_key]["compile-seconds/fp32/64"] >= 0.5
+
+
 def test_another_cpu_bound_process_makes_the_machine_busy():
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

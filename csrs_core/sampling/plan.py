@@ -4,7 +4,8 @@
 model, and caches the measurements per machine, model structure and input shape in the user's
 cache folder, so they are paid once. CPUs differ (bf16 is 2-3x faster than fp32 with AVX-512 BF16
 and 10-30x slower without), so nothing is assumed. torch.compile is tried only for jobs long enough
-to repay its start-up. BatchNorm layers are folded into the convolutions before them (the same
+to repay its start-up: by the compile time last measured on this machine (with a warm compiler
+cache a few seconds), or, before any, only for jobs that run ten minutes eagerly. BatchNorm layers are folded into the convolutions before them (the same
 function up to rounding; csrs_core.models.folding). The precision chosen defines the base
 classifier, so it is part of every certification record's key; eager or compiled and folded or not,
 which change floating-point rounding only, are recorded beside it."""
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -29,7 +31,8 @@ from csrs_core.runtime.locks import OutputBusyError, output_lock
 
 BATCHES = {"cpu": (64, 128, 256, 512), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
-COMPILE_WORTH_S = {"cpu": 600.0, "cuda": 120.0}  # compile only jobs whose eager run would take longer
+COMPILE_WORTH_S = {"cpu": 600.0, "cuda": 120.0}  # before a compile time is known, compile only jobs whose
+                                                  # eager run would take longer
 MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
 BUSY_CORES = 0.5          # other processes using this many cores or more make a measurement "under load"
 STABLE = 0.8              # the best candidate's two rounds must agree within this ratio to be cached
@@ -53,12 +56,30 @@ class Plan:
     rates: dict | None = None
     expected: float | None = None   # images per second the plan's measurement promises
     cache_key: str | None = None    # where its measurement is cached, when it came from the cache
+    image_shape: tuple | None = None
+    compiled_model: torch.nn.Module | None = field(default=None, repr=False)
+    compile_seconds: float | None = None  # what compiling took for this job (None: not compiled)
 
     def runnable(self, device: torch.device) -> torch.nn.Module:
-        """The model to call: compiled on first use when the plan says so."""
-        if self.compiled and not hasattr(self, "_compiled"):
-            self._compiled = compile_model(self.model, device)
-        return self._compiled if self.compiled else self.model
+        """The model to call. When the plan compiles: compiled on first use, the time it took noted in
+        the cache entry the plan came from (the figure the next plan weighs compiling by)."""
+        if not self.compiled:
+            return self.model
+        if self.compiled_model is None:
+            self.compiled_model, self.compile_seconds = compile_timed(self.model, device, self.precision, self.batch,
+                                                                      self.image_shape)
+            if self.cache_key is not None:
+                _note_compile_seconds(self.cache_key, f"{self.precision}/{self.batch}", self.compile_seconds)
+        return self.compiled_model
+
+    def expected_seconds(self, samples: int) -> float | None:
+        """How long sampling `samples` noisy images should take by the measurements, compiling
+        included; None when nothing was measured."""
+        if not self.expected:
+            return None
+        compiling = self.compiled and self.compiled_model is None
+        return samples / self.expected + ((self.rates or {}).get(_compile_key(self.precision, self.batch), 0.0)
+                                          if compiling else 0.0)
 
 
 def _cache_file() -> Path:
@@ -106,6 +127,22 @@ def _sync(device):
 def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """torch.compile with CUDA graphs on GPUs (fixed batch shapes make them pay off)."""
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
+
+
+def compile_timed(model, device, precision: str, batch: int, image_shape) -> tuple[torch.nn.Module, float]:
+    """(`model` compiled for batches of `batch` channels-last images at `precision`, the seconds that
+    took): compile_model, then one forward pass, which is when the compiler runs."""
+    t = time.perf_counter()
+    compiled = compile_model(model, device)
+    x = torch.zeros((batch, *image_shape), device=device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, precision):
+        compiled(x)
+    _sync(device)
+    return compiled, time.perf_counter() - t
+
+
+def _compile_key(precision: str, batch: int) -> str:
+    return f"compile-seconds/{precision}/{batch}"
 
 
 def measure_eager(model, device, image_shape, precisions, batches, seconds: float = 0.3) -> tuple[dict, bool]:
@@ -163,6 +200,13 @@ def _store(key: str, rates: dict | None) -> None:
     atomic_write_text(_cache_file(), json.dumps(table, indent=1))
 
 
+def _note_compile_seconds(key: str, setting: str, seconds: float) -> None:
+    """Record what compiling `setting` ('precision/batch') took this time in the cache entry `key`."""
+    entry = _load_table().get(key)
+    if isinstance(entry, dict):
+        _store(key, {**entry, f"compile-seconds/{setting}": round(seconds, 2)})
+
+
 def review(plan: Plan, images_per_s: float, progress=None) -> None:
     """Compare a job's own measured rate with what its cached plan promised: outside DRIFT the cached
     measurement was made on a machine in another state (busy then, or busy now), so it is forgotten
@@ -192,10 +236,21 @@ def _worth_compiling(rates: dict, samples: int, kind: str) -> bool:
     return samples / max(v for k, v in rates.items() if k.startswith("eager/")) > COMPILE_WORTH_S[kind]
 
 
-def _best(rates: dict, worth_compiling: bool) -> str:
-    """The fastest measured plan ('runtime/precision/batch'); a compiled measurement from an earlier,
-    larger job counts only when this job repays compiling."""
-    return max((k for k in rates if worth_compiling or k.startswith("eager/")), key=rates.get)
+def _best(rates: dict, samples: int, kind: str) -> str:
+    """The measured plan ('runtime/precision/batch') that samples `samples` noisy images soonest:
+    eager at its rate; compiled at its rate after the compile time last measured on this machine,
+    or, where none was, only when the eager run would take over COMPILE_WORTH_S."""
+    worth_compiling = _worth_compiling(rates, samples, kind)
+
+    def seconds(k: str) -> float:
+        runtime, setting = k.split("/", 1)
+        compile_s = rates.get(f"compile-seconds/{setting}")
+        if runtime == "eager":
+            return samples / rates[k]
+        if compile_s is None:
+            return samples / rates[k] if worth_compiling else math.inf
+        return compile_s + samples / rates[k]
+    return min((k for k, v in rates.items() if k.startswith(("eager/", "compiled/")) and v > 0), key=seconds)
 
 
 def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
@@ -219,16 +274,20 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     cacheable = True
     if rates is None:
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
-    worth_compiling = _worth_compiling(rates, samples, kind)
-    if worth_compiling and not any(k.startswith("compiled/") for k in rates):
-        rates = {**rates, **_measure_compiled(model, device, image_shape, rates, progress)}
+    just_compiled = {}
+    if _worth_compiling(rates, samples, kind) and not any(k.startswith("compiled/") for k in rates):
+        measured, just_compiled = _measure_compiled(model, device, image_shape, rates, progress)
+        rates = {**rates, **measured}
     if cacheable:
         _store(key, rates)
-    best = _best(rates, worth_compiling)
+    best = _best(rates, samples, kind)
     runtime, chosen_precision, chosen_batch = best.split("/")
     compiled = runtime == "compiled"
     plan = Plan(model, chosen_precision, int(chosen_batch), compiled, folded, rates, expected=rates[best],
-                cache_key=key if cacheable else None)
+                cache_key=key if cacheable else None, image_shape=tuple(image_shape))
+    if best in just_compiled:  # compiled while measuring: the job runs that very module
+        plan.compiled_model = just_compiled[best]
+        plan.compile_seconds = rates[_compile_key(chosen_precision, int(chosen_batch))]
     if progress is not None:
         progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled, batchnorm_folded=folded,
                        images_per_s=round(rates[best]), cached=cacheable,
@@ -258,18 +317,21 @@ def _measure_alone(model, device, image_shape, precisions, batches, key, remeasu
     return rates, stable and not busy
 
 
-def _measure_compiled(model, device, image_shape, rates: dict, progress) -> dict:
-    """The compiled rate of the best eager precision at its best batch; 0 where this machine has no
-    working compiler (a signal is never taken for that: it stops the job)."""
+def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tuple[dict, dict]:
+    """({'compiled/p/b': images per second, 'compile-seconds/p/b': seconds}, {'compiled/p/b': the
+    compiled model}) for the best eager precision p at its best batch b; a rate of 0 and no model
+    where this machine has no working compiler (a signal is never taken for that: it stops the job)."""
     best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
     key = best.replace("eager/", "compiled/", 1)
     p, b = best.split("/")[1], int(best.split("/")[2])
     try:
-        return {key: forward_rate(compile_model(model, device), device, p, b, image_shape)}
+        compiled, seconds = compile_timed(model, device, p, b, image_shape)
+        rate = forward_rate(compiled, device, p, b, image_shape)
     except Exception as exc:  # no compiler on this machine: eager it is
         if progress is not None:
             progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
-        return {key: 0.0}
+        return {key: 0.0}, {}
+    return {key: rate, _compile_key(p, b): round(seconds, 2)}, {key: compiled}
 
 
 def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
@@ -290,11 +352,12 @@ def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, ba
     rates = _rates(table.get(key))
     if not any(k.startswith("eager/") for k in rates):
         return None
-    return rates[_best(rates, _worth_compiling(rates, samples, kind))]
+    return rates[_best(rates, samples, kind)]
 
 
 def _rates(entry) -> dict:
-    """The positive rates of a cache entry ({} for an entry that is not a table of rates)."""
+    """The positive numbers of a cache entry, rates and compile seconds ({} for an entry that is not
+    such a table)."""
     if not isinstance(entry, dict):
         return {}
     return {k: float(v) for k, v in entry.items()

@@ -124,9 +124,10 @@ def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model
         reused = _reuse_overlapping(checkpoint, key, data, counts0, counts, done)
         mine = [p for p in range(N) if p % world == rank and not done[p]]
         total = len(mine) * (n0 + n)
+        expected_s = plan.expected_seconds(total)
         progress.write("start", examples=len(mine), total=total, device=str(model_dev), precision=plan.precision,
-                       batch=plan.batch, resumed=resumed, reused=reused,
-                       expected_s=None if plan.expected is None else round(total / plan.expected))
+                       batch=plan.batch, compiled=plan.compiled, resumed=resumed, reused=reused,
+                       expected_s=None if expected_s is None else round(expected_s))
         write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
         tracker = _Rate(progress, total)
         chunk = max(CHUNK, -(-16 * plan.batch // (n0 + n)))  # at least 16 full passes per call
@@ -204,6 +205,8 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     meta["created"] = time.time()
     if tracker.done:
         meta["images_per_s"] = round(tracker.rate())  # this job's own sampling rate, start-up excluded
+    if plan.compile_seconds is not None:
+        meta["compile_seconds"] = round(plan.compile_seconds, 2)
     with output_lock(final):
         write_record(final, counts0, counts, data.labels.numpy(), data.indices, meta)
     for path in shards:
