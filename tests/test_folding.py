@@ -7,6 +7,7 @@ from torch import nn
 
 from csrs_core.data import load_dataset
 from csrs_core.models.architectures import architectures, build_model
+from csrs_core.models import folding
 from csrs_core.models.checkpoints import load_model
 from csrs_core.models.folding import fold_batchnorm, same_function
 from csrs_core.sampling.counts import sample_counts
@@ -73,7 +74,6 @@ def test_a_copy_that_is_not_the_same_function_is_refused(monkeypatch):
     model = _with_statistics(build_model("resnet8", 10, [0.5] * 3, [0.25] * 3))
     wrong = build_model("resnet8", 10, [0.5] * 3, [0.25] * 3).eval()
     assert same_function(model, model, (3, 32, 32)) and not same_function(model, wrong, (3, 32, 32))
-    import csrs_core.models.folding as folding
     monkeypatch.setattr(folding, "fuse", lambda m: wrong)
     assert fold_batchnorm(model, (3, 32, 32)) == (model, False)
 

@@ -3,10 +3,11 @@
 `choose_plan` resolves precision 'auto' and batch None by timing short forward passes of the very
 model, and caches the measurements per machine, model structure and input shape in the user's
 cache folder, so they are paid once. CPUs differ (bf16 is 2-3x faster than fp32 with AVX-512 BF16
-and 10-30x slower without), so nothing is assumed. torch.compile is tried only for jobs long enough
-to repay its start-up: by the compile time last measured on this machine (with a warm compiler
-cache a few seconds), or, before any, only for jobs that run ten minutes eagerly. BatchNorm layers are folded into the convolutions before them (the same
-function up to rounding; csrs_core.models.folding). The precision chosen defines the base
+and 10-30x slower without), so nothing is assumed. torch.compile is used when it repays its start-up
+by the compile time last measured on this machine (a few seconds with a warm compiler cache), and
+before any was measured only for jobs that run five minutes eagerly. BatchNorm layers are folded into
+the convolutions before them (the same function up to rounding; csrs_core.models.folding). The
+precision chosen defines the base
 classifier, so it is part of every certification record's key; eager or compiled and folded or not,
 which change floating-point rounding only, are recorded beside it."""
 from __future__ import annotations
@@ -31,8 +32,9 @@ from csrs_core.runtime.locks import OutputBusyError, output_lock
 
 BATCHES = {"cpu": (64, 128, 256, 512), "cuda": (1024, 2048, 4096)}
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("bf16", "fp16", "fp32")}
-COMPILE_WORTH_S = {"cpu": 600.0, "cuda": 120.0}  # before a compile time is known, compile only jobs whose
-                                                  # eager run would take longer
+# Before a compile time is known, compile only jobs whose eager run would take longer: a first compile
+# of ResNet-20 took ~19 s on 2 CPU cores and made it ~8 % faster, so it repays in ~4 minutes.
+COMPILE_WORTH_S = {"cpu": 300.0, "cuda": 120.0}
 MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
 BUSY_CORES = 0.5          # other processes using this many cores or more make a measurement "under load"
 STABLE = 0.8              # the best candidate's two rounds must agree within this ratio to be cached
@@ -78,8 +80,8 @@ class Plan:
         if not self.expected:
             return None
         compiling = self.compiled and self.compiled_model is None
-        return samples / self.expected + ((self.rates or {}).get(_compile_key(self.precision, self.batch), 0.0)
-                                          if compiling else 0.0)
+        compile_s = (self.rates or {}).get(_compile_key(f"{self.precision}/{self.batch}"), 0.0) if compiling else 0.0
+        return samples / self.expected + compile_s
 
 
 def _cache_file() -> Path:
@@ -141,8 +143,9 @@ def compile_timed(model, device, precision: str, batch: int, image_shape) -> tup
     return compiled, time.perf_counter() - t
 
 
-def _compile_key(precision: str, batch: int) -> str:
-    return f"compile-seconds/{precision}/{batch}"
+def _compile_key(setting: str) -> str:
+    """Where a cache entry keeps the compile time of `setting` ('precision/batch')."""
+    return f"compile-seconds/{setting}"
 
 
 def measure_eager(model, device, image_shape, precisions, batches, seconds: float = 0.3) -> tuple[dict, bool]:
@@ -204,7 +207,7 @@ def _note_compile_seconds(key: str, setting: str, seconds: float) -> None:
     """Record what compiling `setting` ('precision/batch') took this time in the cache entry `key`."""
     entry = _load_table().get(key)
     if isinstance(entry, dict):
-        _store(key, {**entry, f"compile-seconds/{setting}": round(seconds, 2)})
+        _store(key, {**entry, _compile_key(setting): round(seconds, 2)})
 
 
 def review(plan: Plan, images_per_s: float, progress=None) -> None:
@@ -244,7 +247,7 @@ def _best(rates: dict, samples: int, kind: str) -> str:
 
     def seconds(k: str) -> float:
         runtime, setting = k.split("/", 1)
-        compile_s = rates.get(f"compile-seconds/{setting}")
+        compile_s = rates.get(_compile_key(setting))
         if runtime == "eager":
             return samples / rates[k]
         if compile_s is None:
@@ -287,10 +290,10 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
                 cache_key=key if cacheable else None, image_shape=tuple(image_shape))
     if best in just_compiled:  # compiled while measuring: the job runs that very module
         plan.compiled_model = just_compiled[best]
-        plan.compile_seconds = rates[_compile_key(chosen_precision, int(chosen_batch))]
+        plan.compile_seconds = rates[_compile_key(f"{chosen_precision}/{chosen_batch}")]
     if progress is not None:
-        progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled, batchnorm_folded=folded,
-                       images_per_s=round(rates[best]), cached=cacheable,
+        progress.write("plan", precision=plan.precision, batch=plan.batch, compiled=compiled,
+                       batchnorm_folded=folded, images_per_s=round(rates[best]), cached=cacheable,
                        measured={k: round(v) for k, v in rates.items()})
     return plan
 
@@ -331,7 +334,7 @@ def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tupl
         if progress is not None:
             progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
         return {key: 0.0}, {}
-    return {key: rate, _compile_key(p, b): round(seconds, 2)}, {key: compiled}
+    return {key: rate, _compile_key(f"{p}/{b}"): round(seconds, 2)}, {key: compiled}
 
 
 def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
