@@ -141,13 +141,21 @@ def test_compile_times_are_measured_noted_and_paid_once(monkeypatch):
     from the cache compiles when the noted time repays, and notes its own compile time."""
     compiles = []
 
+    class Compiled(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(x)
+
     def slow_compile(model, device, seconds=0.2):
         compiles.append(model)
         time.sleep(seconds)
-        return model
+        return Compiled(model)
     monkeypatch.setattr(autotune, "compile_model", slow_compile)
     monkeypatch.setattr(autotune, "measure_eager", lambda *a, **k: ({"eager/fp32/64": 100.0}, True))
-    monkeypatch.setattr(autotune, "forward_rate", lambda *a, **k: 150.0)
+    monkeypatch.setattr(autotune, "forward_rate", lambda model, *a, **k: 150.0 if isinstance(model, Compiled) else 90.0)
     monkeypatch.setattr(autotune, "others_busy", lambda device: False)
     cpu = torch.device("cpu")
     plan = autotune.choose_plan(_tiny(), cpu, "auto", None, (3, 2, 2), samples=10**6)  # 10,000 s eagerly

@@ -38,6 +38,7 @@ COMPILE_WORTH_S = {"cpu": 300.0, "cuda": 120.0}
 MEASURE_WORTH_SAMPLES = 50_000  # smaller jobs, unmeasured so far, run fp32 at the middle batch size
 BUSY_CORES = 0.5          # other processes using this many cores or more make a measurement "under load"
 STABLE = 0.8              # the best candidate's two rounds must agree within this ratio to be cached
+COMPARE_ROUNDS = 3        # alternating rounds of compiled and eager when a first compile is measured
 DRIFT = (0.6, 1.4)        # a job's own rate outside this share of the cached rate discards the cache entry
 
 
@@ -321,20 +322,24 @@ def _measure_alone(model, device, image_shape, precisions, batches, key, remeasu
 
 
 def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tuple[dict, dict]:
-    """({'compiled/p/b': images per second, 'compile-seconds/p/b': seconds}, {'compiled/p/b': the
-    compiled model}) for the best eager precision p at its best batch b; a rate of 0 and no model
-    where this machine has no working compiler (a signal is never taken for that: it stops the job)."""
+    """({'compiled/p/b': images per second, 'compile-seconds/p/b': seconds, 'eager/p/b': ...},
+    {'compiled/p/b': the compiled model}) for the best eager precision p at its best batch b; a rate
+    of 0 and no model where this machine has no working compiler (a signal is never taken for that:
+    it stops the job). Compiled and eager are measured in COMPARE_ROUNDS alternating rounds, each
+    rate the best of its rounds, so that a machine whose speed drifts favours neither."""
     best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
     key = best.replace("eager/", "compiled/", 1)
     p, b = best.split("/")[1], int(best.split("/")[2])
     try:
         compiled, seconds = compile_timed(model, device, p, b, image_shape)
-        rate = forward_rate(compiled, device, p, b, image_shape)
+        rounds = [(forward_rate(compiled, device, p, b, image_shape, seconds=0.3),
+                   forward_rate(model, device, p, b, image_shape, seconds=0.3)) for _ in range(COMPARE_ROUNDS)]
     except Exception as exc:  # no compiler on this machine: eager it is
         if progress is not None:
             progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
         return {key: 0.0}, {}
-    return {key: rate, _compile_key(f"{p}/{b}"): round(seconds, 2)}, {key: compiled}
+    return ({key: max(c for c, _ in rounds), best: max(rates[best], *(e for _, e in rounds)),
+             _compile_key(f"{p}/{b}"): round(seconds, 2)}, {key: compiled})
 
 
 def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,
