@@ -14,17 +14,17 @@ torch.set_num_threads(1)
 model = build_model("resnet8", 10, [0.5] * 3, [0.25] * 3).eval().to(memory_format=torch.channels_last)
 x = torch.rand(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 with torch.inference_mode():
-    for _ in range(2):
+    for _ in range(3):
         model(x)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(6):
+    for _ in range(8):
         model(x).argmax(1)
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 def _page_faults(mode: str) -> tuple[str, int]:
-    """(applied, minor page faults of six forward passes after two) in a fresh process."""
+    """(applied, minor page faults of eight forward passes after three) in a fresh process."""
     out = subprocess.run([sys.executable, "-c", PASSES, mode], capture_output=True, text=True, timeout=120, check=True)
     applied, faults = out.stdout.split()
     return applied, int(faults)
@@ -35,7 +35,8 @@ def test_forward_passes_reuse_freed_buffers_without_page_faults():
     applied, retained = _page_faults("retain")
     _, default = _page_faults("default")
     assert applied == "True"
-    assert default > 6 * 1000 and retained < 6 * 200, (default, retained)  # measured: ~30,000 and ~0
+    # measured: 12,000-37,000 by default; 0-2,000 retained (first touches of code pages, once)
+    assert default > 8 * 1000 and retained * 4 < default, (default, retained)
 
 
 def test_every_command_applies_it(monkeypatch, tmp_path):
