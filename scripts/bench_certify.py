@@ -132,29 +132,32 @@ def whole_command(checkpoint: str, sample: str, examples: int, n: int, cache: Pa
 
 
 def measure_limits(runnables: dict, device, kind: str, shape, compile_too: bool) -> dict:
-    """{'variant runtime precision batch B': images/s}: every precision x batch eagerly, then each
+    """{(variant, runtime, precision, batch): images/s}: every precision x batch eagerly, then each
     precision compiled at its best eager batch, for each variant ('as built', 'folded'); the compiled
     module joins `runnables[variant]`."""
     limit = {}
     for variant, modules in runnables.items():
         for p in PRECISIONS[kind]:
             for b in BATCHES[kind]:
-                rate = forward_rate(modules["eager"], device, p, b, shape, seconds=2.0)
-                limit[f"{variant} eager {p} batch {b}"] = rate
+                limit[(variant, "eager", p, b)] = forward_rate(modules["eager"], device, p, b, shape, seconds=2.0)
         if compile_too:
             compiled = modules["compiled"] = compile_model(modules["eager"], device)
             for p in PRECISIONS[kind]:
-                fastest = max((k for k in limit if k.startswith(f"{variant} eager {p} ")), key=limit.get)
-                b = int(fastest.rsplit(" ", 1)[1])
+                b = max((k for k in limit if k[:3] == (variant, "eager", p)), key=limit.get)[3]
                 forward_rate(compiled, device, p, b, shape, seconds=0.1)  # compile outside the timing
-                limit[f"{variant} compiled {p} batch {b}"] = forward_rate(compiled, device, p, b, shape, seconds=2.0)
+                limit[(variant, "compiled", p, b)] = forward_rate(compiled, device, p, b, shape, seconds=2.0)
     return limit
 
 
-def rate_of(config: str, runnables: dict, device, shape, seconds: float = 4.0) -> float:
-    """Images/s of one limit configuration ('folded compiled bf16 batch 128') now."""
-    words = config.split()
-    variant, runtime, precision, batch = " ".join(words[:-4]), words[-4], words[-3], int(words[-1])
+def described(config: tuple) -> str:
+    """'folded compiled bf16 batch 128' for a limit configuration."""
+    variant, runtime, precision, batch = config
+    return f"{variant} {runtime} {precision} batch {batch}"
+
+
+def rate_of(config: tuple, runnables: dict, device, shape, seconds: float = 4.0) -> float:
+    """Images/s of one limit configuration now."""
+    variant, runtime, precision, batch = config
     return forward_rate(runnables[variant][runtime], device, precision, batch, shape, seconds=seconds)
 
 
@@ -177,7 +180,7 @@ def whole_rounds(a, runnables: dict, device, shape, references: dict) -> None:
                 for r, config in references.items():
                     limit = (before[r] + after[r]) / 2
                     ratios[(scenario, r)].append(rate / limit)
-                    line.append(f"{r} ({config}: {before[r]:.0f} before, {after[r]:.0f} after) {rate / limit:.3f}")
+                    line.append(f"{r} ({described(config)}: {before[r]:.0f} before, {after[r]:.0f} after) {rate / limit:.3f}")
                 print("; ".join(line), flush=True)
     for (scenario, r), values in ratios.items():
         print(f"RATIO whole command, {a.whole_examples} images x {100 + a.whole_n} samples, {scenario} / {r} = "
@@ -212,8 +215,8 @@ def main():
 
     limit = measure_limits(runnables, device, kind, shape, compile_too=not a.no_compile)
     for k, v in sorted(limit.items(), key=lambda kv: -kv[1]):
-        print(f"  bare forward {k:38s} {v:10.0f} images/s")
-    as_built = max((k for k in limit if k.startswith("as built")), key=limit.get)
+        print(f"  bare forward {described(k):38s} {v:10.0f} images/s")
+    as_built = max((k for k in limit if k[0] == "as built"), key=limit.get)
     references = {"standard limit (network as built)": as_built, "strict limit (folded too)": max(limit, key=limit.get)}
     whole_rounds(a, runnables, device, shape, references)
     if a.skip_parts:
@@ -232,7 +235,7 @@ def main():
         r = max(rates)
         print(f"n = {n:5d}: stage A {r:10.0f} images/s; per-image loop {loop:10.0f} images/s")
         for name, config in references.items():
-            print(f"RATIO stage A / {name} ({config}: {limit[config]:.0f}) at n = {n} = {r / limit[config]:.3f}"
+            print(f"RATIO stage A / {name} ({described(config)}: {limit[config]:.0f}) at n = {n} = {r / limit[config]:.3f}"
                   "   (goal >= 0.9)")
     trained, meta = load_model(a.checkpoint)
     data = load_dataset(f"sample:{a.sample}").subset(np.arange(a.decisions))

@@ -36,6 +36,18 @@ def open_app(root: Path, monkeypatch):
     return at
 
 
+def open_train_page(root: Path, checkpoint: Path, monkeypatch):
+    """The dashboard's Train page on checkpoint folder `root` holding `checkpoint` as synth/cohen.pt,
+    without an exception."""
+    case = root / "synth"
+    case.mkdir(parents=True)
+    shutil.copy(checkpoint, case / "cohen.pt")
+    at = open_app(root, monkeypatch)
+    at.switch_page("views/train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
 def click_grid(at, matrix) -> None:
     """What the browser sends when a cell of the cost grid is clicked (the grid's one-shot trigger
     "matrix" with the whole matrix), then the rerun; AppTest has no handle on browser-side elements."""

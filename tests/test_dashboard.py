@@ -11,7 +11,7 @@ from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.certification.cost import CostMatrix
 from csrs_core.certification.metrics import summarize
 
-from dashboard_fixtures import APP, build_case, click_grid, open_app
+from dashboard_fixtures import APP, build_case, click_grid, open_app, open_train_page
 
 
 
@@ -163,13 +163,8 @@ def _job_args(root):
 
 def test_train_page_keeps_typed_lambda_and_builds_args_through_the_core(tmp_path, monkeypatch, synthetic_checkpoint):
     import json
-    import shutil
     from csrs_core import jobs
-    case = tmp_path / "ck" / "synth"
-    case.mkdir(parents=True)
-    shutil.copy(synthetic_checkpoint, case / "cohen.pt")
-    at = _app(tmp_path / "ck", monkeypatch)
-    at.switch_page("views/train.py").run()
+    at = open_train_page(tmp_path / "ck", synthetic_checkpoint, monkeypatch)
     at.selectbox(key="train::method").select("macer")
     at.number_input(key="train::lam").set_value(1.0)
     at.text_input(key="train::name").input("lam-one")

@@ -17,7 +17,7 @@ from csrs_core.certification.stats import proportion_interval
 from csrs_core.dashboard import figures
 from csrs_core.sampling.store import list_records, load_record
 
-from dashboard_fixtures import build_case, build_large_case, click_grid, open_app
+from dashboard_fixtures import build_case, build_large_case, click_grid, open_app, open_train_page
 
 NAMES = ["red", "green", "blue", "grey"]
 
@@ -271,14 +271,7 @@ def test_a_case_of_1000_classes_opens_in_seconds_and_is_edited_by_rows(large_roo
 
 
 def _train_page(tmp_path, synthetic_checkpoint, monkeypatch):
-    import shutil
-    case = tmp_path / "ck" / "synth"
-    case.mkdir(parents=True)
-    shutil.copy(synthetic_checkpoint, case / "cohen.pt")
-    at = open_app(tmp_path / "ck", monkeypatch)
-    at.switch_page("views/train.py").run()
-    assert not at.exception, at.exception
-    return at, tmp_path / "ck"
+    return open_train_page(tmp_path / "ck", synthetic_checkpoint, monkeypatch), tmp_path / "ck"
 
 
 @pytest.mark.parametrize("method", ["cs-macer", "cohen-r"])

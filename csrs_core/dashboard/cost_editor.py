@@ -184,10 +184,10 @@ def _row_editor(scope: str, cost: CostMatrix, store: Store) -> None:
     names, ss, m = _names(cost), st.session_state, cost.m
     row_key, targets_key, weight_key = f"row::{scope}", f"row_targets::{scope}", f"row_weight::{scope}"
     row = int(ss.get(row_key, 0))
-    if ss.get(f"row_shown::{scope}") != (row, hash(cost)):
+    if ss.get(f"row_shown::{scope}") != (row, cost):
         ss[targets_key] = cost.omega(row)
         ss[weight_key] = float(cost.row_max()[row]) or 1.0
-        ss[f"row_shown::{scope}"] = (row, hash(cost))
+        ss[f"row_shown::{scope}"] = (row, cost)
 
     def apply():
         weights = cost.weights.copy()
@@ -204,7 +204,6 @@ def _row_editor(scope: str, cost: CostMatrix, store: Store) -> None:
     c4.button("Apply to this row", key=f"row_apply::{scope}", on_click=apply)
     if len(set(cost.weights[row][cost.matrix[row]].tolist())) > 1:
         st.caption(f"{names[row]}'s costly mistakes have different costs; Apply gives them all the one cost above.")
-
 
 
 def _summary(cost: CostMatrix) -> None:

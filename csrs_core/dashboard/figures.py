@@ -7,7 +7,6 @@ instead of drawing it anew; and a dict costs nothing to build, where an Altair c
 So every spec depends only on names and settings, never on the numbers, and datasets have fixed names."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

@@ -2,12 +2,9 @@
 
 The cost grid and everything that depends on the matrix run in one fragment, so a click reruns
 only that part of the page; the record choice, ε, α and mode rerun the page. Everything here is
-stage B, computed from the stored counts: no setting on this page ever samples again. The certified
-expected cost and Rob_cs(ε, τ) are shown for every matrix, binary ones included (where the expected
-cost is the share of examples not certified cost-free), so the page keeps its layout when a click
-turns a matrix binary or weighted."""
-import hashlib
-
+stage B, computed from the stored counts: no setting on this page ever samples again. The table
+shows the certified expected cost and Rob_cs(ε, τ) for every matrix; their curves over ε and the τ
+slider appear for real-valued matrices only (for a 0/1 matrix they repeat Rob_cs)."""
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -105,10 +102,9 @@ confidence = f"1 − α = {1 - alpha:g}" if mode == "sound" else f"1 − 1.5α =
 
 def certified_costs(record, cost, points) -> np.ndarray:
     """[len(points), N] certified worst-case costs of the record's examples at each ε of `points`
-    (stage B only), memoised per record, matrix (a digest of its costs), α, mode and points."""
+    (stage B only), memoised per record, matrix (equal costs: the same entry), α, mode and points."""
     cache = st.session_state.setdefault("_costs", {})
-    key = (str(record.path), record.meta["key"], hashlib.blake2b(cost.weights.tobytes()).digest(), alpha, mode,
-           tuple(points))
+    key = (str(record.path), record.meta["key"], cost, alpha, mode, tuple(points))
     if key not in cache:
         if len(cache) > 64:
             cache.clear()
