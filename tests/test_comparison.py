@@ -12,7 +12,7 @@ from dashboard_fixtures import open_app
 
 from csrs_core.certification.comparisons import choose_together, describe_differences
 from csrs_core.cli import commands as cli
-from csrs_core.cli.report import report_table
+from csrs_core.reports import report_table
 from csrs_core.data import load_dataset
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.sampling.store import RecordInfo, cert_dir, choose_records, list_records, load_record, write_record

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from csrs_core.cli.commands import build_parser
-from csrs_core.cli.options import CERTIFY, REPORT, TRAIN
+from csrs_core.settings import CERTIFY, REPORT, TRAIN
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csrs_core.cli.report import report_table, select_for_comparison
+from csrs_core.reports import report_table
+from csrs_core.sampling.store import select_for_comparison
 from csrs_core.data import load_dataset
 from csrs_core.models.checkpoints import list_checkpoints, load_model
 from csrs_core.sampling.stage_a import counts_record
@@ -32,7 +33,7 @@ def test_shipped_sample_reuses_the_committed_counts(case):
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = SHIPPED / case / "cohen.pt"
     rec = counts_record(ckpt, sample, n0=100, n=1000, precision="auto")  # a record at any auto precision
-    chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
+    chosen, _, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     assert rec.from_cache and chosen[ckpt][0].path == rec.path
 
 
@@ -45,7 +46,7 @@ def test_the_sampler_reproduces_shipped_counts_exactly(case):
     from csrs_core.sampling.store import load_record
     sample = load_dataset(f"sample:{SHIPPED / case / 'test-sample.npz'}")
     ckpt = SHIPPED / case / "cohen.pt"
-    chosen, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
+    chosen, _, _, _ = select_for_comparison(list_checkpoints(SHIPPED / case))
     record = load_record(chosen[ckpt][0].path)
     assert record.meta["scheme"] == SAMPLING_SCHEME
     model, meta = load_model(ckpt)

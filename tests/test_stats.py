@@ -17,8 +17,8 @@ from csrs_core.certification.cost import CostMatrix
 from csrs_core.certification.metrics import balanced_accuracy, per_class, per_class_recall, summarize
 from csrs_core.certification.stats import mcnemar, paired_comparison
 from csrs_core.cli import commands as cli
-from csrs_core.cli.options import SettingError
-from csrs_core.cli.report import report_table
+from csrs_core.settings import SettingError
+from csrs_core.reports import report_table
 from csrs_core.data import load_dataset
 from csrs_core.models.checkpoints import load_model, save_checkpoint
 from csrs_core.sampling.stage_a import counts_record

@@ -206,7 +206,7 @@ def test_lambda_warm_up_rises_linearly_reaches_the_loss_and_is_logged(tmp_path, 
 
 
 def test_a_warm_up_longer_than_the_run_is_refused_and_plain_methods_have_none(tmp_path):
-    from csrs_core.cli.options import SettingError
+    from csrs_core.settings import SettingError
     with pytest.raises(SettingError, match="--lam-warmup = 3 .* --epochs 2"):
         _cfg(tmp_path, "x", method="cs-macer", lam_warmup=3, epochs=2)
     assert _cfg(tmp_path, "g", method="gaussian", lam_warmup=3, epochs=2).lam_warmup == 0

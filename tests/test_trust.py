@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from csrs_core.cli import commands as cli
-from csrs_core.cli.report import report_table
+from csrs_core.reports import report_table
 from csrs_core.data import load_dataset
 from csrs_core.models.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from csrs_core.sampling.stage_a import counts_record
@@ -92,7 +92,7 @@ def test_certify_refuses_bad_settings_before_any_work(folder, capsys, extra, wor
 
 
 def test_settings_are_checked_in_the_python_api_too(folder):
-    from csrs_core.cli.options import SettingError
+    from csrs_core.settings import SettingError
     data = load_dataset("synthetic", "test").subset(np.arange(4))
     for bad in ({"n": 0}, {"n0": -1}, {"batch": 0}, {"sigma": float("nan")}, {"seed": -1}):
         with pytest.raises(SettingError, match="is not allowed"):
@@ -186,7 +186,7 @@ def test_training_and_import_settings_are_refused_with_a_message(tmp_path, capsy
 def test_booleans_and_fractional_numbers_are_not_whole_numbers():
     import numpy as np
 
-    from csrs_core.cli.options import CERTIFY, SettingError
+    from csrs_core.settings import CERTIFY, SettingError
     for bad in (True, 2.5, np.float32(2.5)):
         with pytest.raises(SettingError):
             CERTIFY["n"].check(bad)

@@ -7,10 +7,8 @@ import numpy as np
 import pandas as pd
 
 from csrs_core import CSRSError
-from csrs_core.certification.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
 from csrs_core.certification.cost import CostMatrix
-
-MODES = ("sound", "paper")
+from csrs_core.certification.radii import MODES, radii
 
 
 def _validate(counts0, counts, labels, cost: CostMatrix):
@@ -28,6 +26,11 @@ def _validate(counts0, counts, labels, cost: CostMatrix):
     return counts0, counts, labels
 
 
+def _sample_sizes(counts) -> int:
+    """n, the estimation sample size every example shares (checked by _validate)."""
+    return int(counts[0].sum()) if len(counts) else 0
+
+
 def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
                         alpha: float = 0.001, mode: str = "sound") -> pd.DataFrame:
     """One row per example: the standard certificate (pred_std, r1, from p_a_lower, the lower
@@ -41,40 +44,19 @@ def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
     if not 0 < alpha < 1:
         raise CSRSError(f"alpha must lie in (0, 1); got {alpha}")
     counts0, counts, labels = _validate(counts0, counts, labels, cost)
-    N = counts.shape[0]
-    n = int(counts[0].sum()) if N else 0
-    rows = np.arange(N)
     c_a = counts0.argmax(axis=1)  # ties: lowest index
-    n_a = counts[rows, c_a]
-
-    p_a_lower = lower_confidence_bound(n_a, n, alpha)
-    r1 = sigma * norm_ppf(p_a_lower)
-    pred_std = np.where(r1 > 0, c_a, -1)
-
-    omega = cost.matrix[labels]                      # [N, m] bool
-    omega_size = omega.sum(axis=1)
-    sensitive = omega_size > 0
-    safe_top = sensitive & ~omega[rows, c_a]
-    r2 = np.full(N, -np.inf)
-    radius = np.full(N, -np.inf)
-    idx = np.flatnonzero(safe_top)
-    if idx.size:
-        n_b = np.where(omega[idx], counts[idx], -1).max(axis=1)
-        p_a = lower_confidence_bound(n_a[idx], n, alpha / 2)
-        p_b = upper_confidence_bound(n_b, n, alpha / (2 * omega_size[idx]))
-        r2[idx] = sigma / 2 * (norm_ppf(p_a) - norm_ppf(p_b))
-        r1_term = r1[idx] if mode == "paper" else sigma * norm_ppf(p_a)
-        radius[idx] = np.maximum(r1_term, r2[idx])
+    omega = cost.matrix[labels]   # [N, m] bool
+    r = radii(counts, c_a, omega, _sample_sizes(counts), sigma, alpha, mode)
     return pd.DataFrame({
         "label": labels,
         "c_a": c_a,
-        "p_a_lower": p_a_lower,
-        "pred_std": pred_std,
-        "r1": r1,
-        "sensitive": sensitive,
-        "r2": r2,
-        "cost_robust_radius": radius,
-        "pred": np.where(radius > 0, c_a, -1),
+        "p_a_lower": r.p_a_lower,
+        "pred_std": np.where(r.r1 > 0, c_a, -1),
+        "r1": r.r1,
+        "sensitive": omega.any(axis=1),
+        "r2": r.r2,
+        "cost_robust_radius": r.radius,
+        "pred": np.where(r.radius > 0, c_a, -1),
     })
 
 
@@ -116,30 +98,19 @@ def _cost_steps(counts0, counts, labels, cost: CostMatrix, sigma, alpha, mode):
     the radii r_k of the costly classes k != c_A in increasing order (+inf pads); and cum [N, m+1],
     cum[:, t] = max(base, costs of the first t classes of r_sorted): the cost once t of them are
     reachable (r_k <= eps)."""
-    N, m = counts.shape
-    n = int(counts[0].sum()) if N else 0
-    rows = np.arange(N)
+    rows = np.arange(len(labels))
     c_a = counts0.argmax(axis=1)  # ties: lowest index
-    n_a = counts[rows, c_a]
-    phi_a = norm_ppf(lower_confidence_bound(n_a, n, alpha / 2))
-    r1 = sigma * phi_a if mode == "sound" else sigma * norm_ppf(lower_confidence_bound(n_a, n, alpha))
-
-    weights = cost.weights[labels]                   # [N, m]
     omega = cost.matrix[labels]
-    omega_size = omega.sum(axis=1)
+    r = radii(counts, c_a, omega, _sample_sizes(counts), sigma, alpha, mode, per_class=True)
+    weights = cost.weights[labels]                   # [N, m]
     base = weights[rows, c_a]
     costly = omega.copy()
     costly[rows, c_a] = False
-    r = np.full((N, m), np.inf)
-    i, k = np.nonzero(costly)
-    if i.size:
-        p_k = upper_confidence_bound(counts[i, k], n, alpha / (2 * omega_size[i]))
-        r[i, k] = sigma / 2 * (phi_a[i] - norm_ppf(p_k))
-    order = np.argsort(r, axis=1, kind="stable")
-    r_sorted = np.take_along_axis(r, order, axis=1)
+    order = np.argsort(r.r_k, axis=1, kind="stable")
+    r_sorted = np.take_along_axis(r.r_k, order, axis=1)
     w_sorted = np.take_along_axis(np.where(costly, weights, 0.0), order, axis=1)
     cum = np.maximum.accumulate(np.concatenate([base[:, None], w_sorted], axis=1), axis=1)
-    return base, r1, r_sorted, cum
+    return base, r.r1_term, r_sorted, cum
 
 
 def smoothed_confusion(counts0, labels, m: int) -> np.ndarray:

@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from csrs_core.certification.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
 from csrs_core.certification.cost import CostMatrix
+from csrs_core.certification.radii import CLOPPER_PEARSON, VOTE_SHARES, Bounds, deciding_radius, radii
 
 CERTIFIED, ABSTAINED, COSTLY, NOT_CERTIFIED = "certified", "abstained", "costly prediction", "not certified at ε"
 OUTCOMES = (CERTIFIED, ABSTAINED, COSTLY, NOT_CERTIFIED)
@@ -34,11 +34,8 @@ def top_is_costly(table: pd.DataFrame, cost: CostMatrix) -> np.ndarray:
 
 
 def radius(table: pd.DataFrame) -> np.ndarray:
-    """The radius that decides the outcome: the cost-sensitive radius of a sensitive example, R1 of a
-    non-sensitive one whose standard certificate predicts the true class, else -inf."""
-    correct = (table.pred_std == table.label).to_numpy()
-    return np.where(table.sensitive, table.cost_robust_radius,
-                    np.where(correct, table.r1, -np.inf)).astype(float)
+    """The radius that decides the outcome of every row of a certify_from_counts table (radii.deciding_radius)."""
+    return deciding_radius(table.cost_robust_radius, table.r1, table.pred_std, table.label, table.sensitive)
 
 
 def outcomes(table: pd.DataFrame, cost: CostMatrix, eps: float) -> np.ndarray:
@@ -55,36 +52,17 @@ def discordant(outcome_a, outcome_b) -> np.ndarray:
 
 
 # one example ----------------------------------------------------------------------------------------
-def _radius_at(shares: np.ndarray, c_a: int, label: int, omega: np.ndarray, n: float, sigma: float,
-               alpha: float, mode: str) -> float:
-    """The deciding radius (see radius()) when the counts are `shares * n` (fractional counts allowed)."""
-    k = shares * n
-    if omega.any():
-        if omega[c_a]:
-            return -math.inf
-        phi_a = float(norm_ppf(lower_confidence_bound(k[c_a], n, alpha / 2)))
-        k_b = k[omega].max()
-        p_b = float(upper_confidence_bound(k_b, n, alpha / (2 * omega.sum())))
-        r2 = sigma / 2 * (phi_a - float(norm_ppf(p_b)))
-        r1 = sigma * (phi_a if mode == "sound" else float(norm_ppf(lower_confidence_bound(k[c_a], n, alpha))))
-        return max(r1, r2)
-    if c_a != label:
-        return -math.inf
-    r1 = sigma * float(norm_ppf(lower_confidence_bound(k[c_a], n, alpha)))
-    return r1 if r1 > 0 else -math.inf
+def _deciding_radius(counts: np.ndarray, c_a: int, label: int, omega: np.ndarray, n: float, sigma: float,
+                     alpha: float, mode: str, bounds: Bounds = CLOPPER_PEARSON) -> float:
+    """One example's deciding radius (radii.deciding_radius) from its counts (fractional counts allowed)."""
+    r = radii(counts[None], [c_a], omega[None], np.array([n]), sigma, alpha, mode, bounds)
+    pred_std = c_a if r.r1[0] > 0 else -1
+    return float(deciding_radius(r.radius, r.r1, pred_std, label, omega.any())[0])
 
 
 def limit_radius(shares: np.ndarray, c_a: int, label: int, omega: np.ndarray, sigma: float, mode: str) -> float:
     """The deciding radius as n grows without bound with the same vote shares (the bounds reach the shares)."""
-    with np.errstate(divide="ignore"):
-        if omega.any():
-            if omega[c_a]:
-                return -math.inf
-            phi_a = float(norm_ppf(shares[c_a]))
-            return max(sigma * phi_a, sigma / 2 * (phi_a - float(norm_ppf(shares[omega].max()))))
-        if c_a != label:
-            return -math.inf
-        return sigma * float(norm_ppf(shares[c_a]))
+    return _deciding_radius(shares, c_a, label, omega, 1.0, sigma, 0.5, mode, VOTE_SHARES)
 
 
 def needed_n(counts, c_a: int, label: int, omega, sigma: float, alpha: float, mode: str, eps: float,
@@ -103,7 +81,7 @@ def needed_n(counts, c_a: int, label: int, omega, sigma: float, alpha: float, mo
         return None
 
     def certifies(m: int) -> bool:
-        return _radius_at(shares, c_a, label, omega, float(m), sigma, alpha, mode) > eps
+        return _deciding_radius(shares * m, c_a, label, omega, float(m), sigma, alpha, mode) > eps
 
     lo, hi = 0, max(int(n), 1)   # certifies(lo) is False by convention (no samples certify nothing)
     while not certifies(hi):
@@ -142,28 +120,18 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
     n_a = int(counts[c_a])
     omega = cost.matrix[label].copy()
     sensitive = bool(omega.any())
-    p_lower = float(lower_confidence_bound(n_a, n, alpha))
-    p_lower_half = float(lower_confidence_bound(n_a, n, alpha / 2))
-    r1 = sigma * float(norm_ppf(p_lower))
+    r = radii(counts[None], [c_a], omega[None], n, sigma, alpha, mode, per_class=True)
+    p_lower, p_lower_half, r1, r1_term = (float(v[0]) for v in (r.p_a_lower, r.p_a_lower_half, r.r1, r.r1_term))
     pred_std = c_a if r1 > 0 else -1
-    r1_term = sigma * float(norm_ppf(p_lower_half)) if mode == "sound" else r1
-    size = int(omega.sum())
     ks = np.flatnonzero(omega)
-    ucb = upper_confidence_bound(counts[ks], n, alpha / (2 * size)) if size else np.array([])
-    with np.errstate(divide="ignore"):
-        r_k = sigma / 2 * (float(norm_ppf(p_lower_half)) - norm_ppf(ucb)) if size else np.array([])
-    r_k = np.where(ks == c_a, np.nan, r_k)               # the top class itself has no such radius
+    r_k = np.where(ks == c_a, np.nan, r.r_k[0, ks])       # the top class itself has no such radius
     costly = pd.DataFrame({"class": ks, "name": [_name(classes, k) for k in ks], "votes": counts[ks],
-                           "ucb": ucb, "r_k": r_k})
+                           "ucb": r.ucb[0, ks], "r_k": r_k})
     top_costly = bool(omega[c_a])
-    r2, limiting = -math.inf, None
+    r2, limiting = float(r.r2[0]), None
     if sensitive and not top_costly:
         limiting = int(ks[np.argmax(counts[ks])])        # the largest count has the largest UCB
-        r2 = float(r_k[np.argmax(counts[ks])])
-    if sensitive:
-        rad = max(r1_term, r2) if not top_costly else -math.inf
-    else:
-        rad = r1 if (pred_std == label and r1 > 0) else -math.inf
+    rad = float(deciding_radius(r.radius, r.r1, pred_std, label, sensitive)[0])
     certified = rad > eps
     if certified:
         outcome = CERTIFIED

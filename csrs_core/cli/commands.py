@@ -12,7 +12,8 @@ import sys
 import time
 
 from csrs_core import CSRSError
-from csrs_core.cli.options import CERTIFY, REPORT, TRAIN, add_arguments, check_settings
+from csrs_core.settings import CERTIFY, REPORT, TRAIN, check_settings
+from csrs_core.cli.options import add_arguments
 from csrs_core.runtime.allocator import retain_freed_memory
 from csrs_core.runtime.signals import Stopped, stop_on_sigterm
 
@@ -88,7 +89,8 @@ def cmd_train(a):
 def cmd_report(a):
     import pandas as pd
 
-    from csrs_core.cli.report import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table, to_latex
+    from csrs_core.cli.report import to_latex
+    from csrs_core.reports import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table
     s = check_settings(REPORT, vars(a))
     report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
                           cost_threshold=s["cost_threshold"])
@@ -148,7 +150,7 @@ def cmd_jobs(a):
 
 
 def cmd_import(a):
-    from csrs_core.cli.options import SettingError
+    from csrs_core.settings import SettingError
     from csrs_core.interop.importers import import_checkpoint
     try:
         mean = [float(x) for x in a.mean.split(",")] if a.mean else None

@@ -7,8 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from csrs_core.dashboard.launch import LOOPBACK
-from csrs_core.cli.report import select_for_comparison
-from csrs_core.sampling.store import cert_dir, load_record
+from csrs_core.sampling.store import cert_dir, load_record, select_for_comparison
 from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
@@ -139,15 +138,15 @@ def _stamp(path: Path) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _listing(checkpoints: tuple, stamps: tuple):
-    chosen, notes, listings = select_for_comparison([Path(c) for c in checkpoints])
+    chosen, notes, listings, differences = select_for_comparison([Path(c) for c in checkpoints])
     return ({str(c): infos for c, infos in listings.items()},
-            {str(c): (info.path.name, same) for c, (info, same) in chosen.items()}, notes)
+            {str(c): (info.path.name, same) for c, (info, same) in chosen.items()}, notes + differences)
 
 
 def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
     """For the case's checkpoints: {name: [RecordInfo]} (valid, stale and corrupt records),
     {name: default record file name}, chosen together by the core's one comparison policy
-    (csrs_core.certification.comparisons.choose_together, through report.select_for_comparison), and the notes on
+    (csrs_core.certification.comparisons.choose_together, through sampling.store.select_for_comparison), and the notes on
     what is left out followed by the settings in which the default records differ; the folders are
     re-read only when they change. A view names the differences of the records it actually shows
     with comparison.difference_lines (the user may pick other records)."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from csrs_core.cli.options import DEFAULT_LAMBDA, TRAIN
+from csrs_core.settings import DEFAULT_LAMBDA, TRAIN
 from csrs_core.dashboard.figures import FIXED, SCHEMA, SCHEME
 from csrs_core.training.loop import robustness_weight
 

@@ -1,4 +1,4 @@
-"""Widgets built from csrs_core.cli.options: the same name, default, range and help as the CLI."""
+"""Widgets built from csrs_core.settings: the same name, default, range and help as the CLI."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from csrs_core.cli.options import Option
+from csrs_core.settings import Option
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 

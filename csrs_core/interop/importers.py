@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from csrs_core.cli.options import TRAIN
+from csrs_core.settings import TRAIN
 from csrs_core.data import DATASETS, IMAGENET_MEAN, IMAGENET_STD
 from csrs_core.models.architectures import CifarResNet, architectures, build_model, canonical_arch
 from csrs_core.models.checkpoints import FORMAT, CheckpointError, file_digest, safe_load, save_checkpoint

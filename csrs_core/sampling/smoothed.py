@@ -18,7 +18,7 @@ from scipy.stats import binom
 from csrs_core import CSRSError
 from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.certification.cost import CostMatrix, parse_cost
-from csrs_core.cli.options import CERTIFY, SettingError, check_settings
+from csrs_core.settings import CERTIFY, SettingError, check_settings
 from csrs_core.runtime.device import autocast, pick_device
 from csrs_core.sampling.counts import SAMPLING_SCHEME, sample_counts
 from csrs_core.sampling.plan import choose_plan

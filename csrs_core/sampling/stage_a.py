@@ -13,7 +13,7 @@ import numpy as np
 import torch.distributed as dist
 
 from csrs_core import CSRSError
-from csrs_core.cli.options import CERTIFY, check_settings
+from csrs_core.settings import CERTIFY, check_settings
 from csrs_core.data import ImageSet
 from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
 from csrs_core.runtime.device import distributed_setup

@@ -19,7 +19,8 @@ import numpy as np
 
 from csrs_core import CSRSError
 from csrs_core.data import ImageSet
-from csrs_core.models.checkpoints import file_digest
+from csrs_core.certification.comparisons import choose_together
+from csrs_core.models.checkpoints import CheckpointError, file_digest, read_meta
 from csrs_core.runtime.atomic import atomic_write_npz
 from csrs_core.sampling.counts import SAMPLING_SCHEME
 
@@ -172,8 +173,36 @@ def choose_records(listings: dict) -> dict:
     (choose_together, whose docstring and the README's "Which record is shown" give the rule):
     the examples, n0, n, seed, precision and scheme shared by the most checkpoints, then the
     largest n, the most examples, the newest. same_data: the record is on the common examples."""
-    from csrs_core.certification.comparisons import choose_together
     return choose_together(listings)[0]
+
+
+def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict, list[str]]:
+    """The records compared side by side for `checkpoints`, chosen together by the one comparison
+    policy (csrs_core.certification.comparisons.choose_together: the examples, n0, n, seed, precision
+    and scheme shared by the most checkpoints).
+
+    Returns ({checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record; notes on
+    unreadable checkpoints and on corrupt and stale records; {checkpoint: its listing} for every
+    readable checkpoint; one line per setting in which the records chosen still differ, each
+    checkpoint named by `name(checkpoint)`, default its file name without .pt)."""
+    notes, listings = [], {}
+    for ckpt in checkpoints:
+        try:
+            read_meta(ckpt)
+        except CheckpointError as exc:
+            notes.append(f"{ckpt}: left out: {exc}")
+            continue
+        listings[ckpt] = infos = list_records(ckpt)
+        for info in infos:
+            if info.status == "corrupt":
+                notes.append(f"{ckpt}: record {info.path.name} is corrupt ({info.reason}); not used")
+            elif info.status == "stale":
+                notes.append(f"{ckpt}: record {info.path.name} ({info.describe()}) was made from other "
+                             f"checkpoint content (the file changed since); not shown. Re-certify with: "
+                             f"{recertify_command(ckpt, info.meta)}")
+    chosen, differences = choose_together(listings, name)
+    shown = {c: v for c, v in chosen.items() if v[0] is not None}
+    return shown, notes, listings, differences
 
 
 def recertify_command(checkpoint, meta: dict) -> str:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from csrs_core import CSRSError
 from csrs_core.certification.cost import parse_cost
-from csrs_core.cli.options import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
+from csrs_core.settings import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
 from csrs_core.data import load_dataset
 from csrs_core.models.architectures import architectures, build_model
 from csrs_core.models.checkpoints import file_digest, load_model, read_checkpoint, save_checkpoint
@@ -37,7 +37,7 @@ class TrainingError(CSRSError):
 
 @dataclass
 class TrainConfig:
-    """A training run's settings; names, defaults and ranges are csrs_core.cli.options.TRAIN's."""
+    """A training run's settings; names, defaults and ranges are csrs_core.settings.TRAIN's."""
     method: str
     dataset: str
     out: str

@@ -1,5 +1,5 @@
 """Certify: sample stage-A counts for checkpoints as background jobs; results land in the store.
-Every field is built from csrs_core.cli.options.CERTIFY, the definitions the CLI uses. Before a
+Every field is built from csrs_core.settings.CERTIFY, the definitions the CLI uses. Before a
 start, the time each job will take is estimated from the rate measured on this machine for the model
 (the tuning cache of csrs_core.sampling.plan; the page never measures)."""
 from pathlib import Path
@@ -10,7 +10,8 @@ import torch
 from csrs_core import CSRSError, jobs
 from csrs_core.data import DATASETS, DatasetError, select_examples
 from csrs_core.data.images import load_sample
-from csrs_core.cli.options import CERTIFY, SettingError, to_argv
+from csrs_core.settings import CERTIFY, SettingError
+from csrs_core.cli.options import to_argv
 from csrs_core.models.architectures import build_model
 from csrs_core.runtime.device import pick_device
 from csrs_core.sampling.plan import cached_rate

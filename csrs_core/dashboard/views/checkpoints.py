@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from csrs_core.cli.options import TRAIN
+from csrs_core.settings import TRAIN
 from csrs_core.interop.importers import DATASET_CLASSES, FORMATS
 from csrs_core.models.architectures import architectures
 from csrs_core.runtime.atomic import FileWriteError

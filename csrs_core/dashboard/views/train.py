@@ -1,5 +1,5 @@
 """Train: launch any method with every hyperparameter as a background job and watch it.
-Every field is built from csrs_core.cli.options.TRAIN, the definitions the CLI uses. The training
+Every field is built from csrs_core.settings.TRAIN, the definitions the CLI uses. The training
 cost matrix is the page's own (per data set; never Explore's, never in the URL), edited below the
 form and passed to the job as `--cost <describe()>`."""
 from functools import partial
@@ -9,7 +9,8 @@ import streamlit as st
 from csrs_core import jobs
 from csrs_core.data import DATASETS
 from csrs_core.models.architectures import architectures
-from csrs_core.cli.options import TRAIN, SettingError, to_argv
+from csrs_core.settings import TRAIN, SettingError
+from csrs_core.cli.options import to_argv
 from csrs_core.dashboard.common import (case_classes, checkpoints_in_case, data_root, refuse_writes_to_demo,
                                         require_access, select_case, set_training_cost, training_cost,
                                         write_failure)
