@@ -24,6 +24,7 @@ STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
 INTERVAL_COLUMNS = ["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi", "p_acc_holm", "p_rob_cs_holm"]
 TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS
 COST_COLUMNS = ["expected_cost", "rob_cs_tau", "d_expected_cost", "p_expected_cost"]  # real-valued costs, or τ given
+SAMPLES = "samples_per_example"  # mean estimation samples per example, added when a record is sequential
 DIFFERS = "differs"  # last column, added only when the records compared differ in some setting
 
 
@@ -102,6 +103,10 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     rows, tables, infos, costs = [], {}, {}, {}
     for ckpt, (info, _) in chosen.items():
         name = name_of(ckpt)
+        if mode == "paper" and info.meta.get("sequential"):
+            notes.append(f"{name}: left out: its record is sequential, read with confidence sequences in sound mode "
+                         "only (paper mode does not apply)")
+            continue
         infos[name] = info
         row, tables[name], cost = _row(name, info, cost_spec, eps, alpha, mode, cost_threshold)
         if cost is not None:
@@ -111,6 +116,8 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     df = pd.DataFrame(rows, columns=columns)
     for c in STAT_COLUMNS + INTERVAL_COLUMNS + (COST_COLUMNS if costs else []):
         df[c] = df[c].astype(float)
+    if any(i.meta.get("sequential") for i in infos.values()):  # what each row's sampling spent
+        df[SAMPLES] = [row[SAMPLES] for row in rows]
     if differences:  # each row's values of the differing settings, on its line (last, so columns keep their places)
         df[DIFFERS] = df["checkpoint"].map(row_differences(infos))
     header = f"cost {cost_spec}, ε = {eps:g}: {confidence_line(alpha, mode)}"
@@ -138,15 +145,15 @@ def _row(name: str, info, cost_spec: str, eps: float, alpha: float, mode: str, c
     record = load_record(info.path)
     classes = record.meta["classes"]
     cost = parse_cost(cost_spec, len(classes), classes)
-    table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
-                                sigma=record.meta["sigma"], alpha=alpha, mode=mode)
+    read = {"sigma": record.meta["sigma"], "alpha": alpha, "mode": mode, "bounds": record.bounds}
+    table = certify_from_counts(record.counts0, record.counts, record.labels, cost, **read)
     s = metrics_row(table, eps)
     row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
+           SAMPLES: float(record.n_used.mean()),
            **{k: s[k] for k in TABLE_COLUMNS if k in s}}
     if cost_threshold is None and cost.is_binary:
         return row, table, None
-    costs = certified_cost(record.counts0, record.counts, record.labels, cost,
-                           sigma=record.meta["sigma"], alpha=alpha, eps=eps, mode=mode)
+    costs = certified_cost(record.counts0, record.counts, record.labels, cost, eps=eps, **read)
     row.update(expected_cost=expected_cost(costs),
                rob_cs_tau=rob_cs_at(costs, table["sensitive"].to_numpy(), cost_threshold or 0.0))
     return row, table, costs

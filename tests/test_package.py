@@ -60,7 +60,7 @@ def test_every_option_explains_itself_with_its_default(command, options):
     for name, opt in options.items():
         assert helps[name] and opt.help in helps[name]
         if opt.default is not None:
-            assert f"(default {opt.default})" in helps[name], name
+            assert f"(default {opt.text(opt.default)})" in helps[name], name
     assert "estimation samples" in helps.get("n", "") if command == "certify" else True
 
 

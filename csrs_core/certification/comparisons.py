@@ -25,7 +25,7 @@ import pandas as pd
 from csrs_core.certification.metrics import summarize
 from csrs_core.certification.stats import holm, paired_outcomes, proportion_interval
 
-SETTINGS = ("n0", "n", "seed", "precision", "scheme")
+SETTINGS = ("n0", "n", "seed", "precision", "scheme", "sequential")
 """Besides the examples, what records compared together share when they can."""
 
 # (what differs, how each value is written, why it matters)
@@ -44,6 +44,10 @@ _FIELDS = {
                   "The counts come from other arithmetic." + _PAIRED),
     "scheme": ("Records differ in the sampling scheme", "scheme = {}",
                "Other noise or counting code made the counts." + _PAIRED),
+    "sequential": ("Records differ in how the budget was spent", "{}",
+                   "A sequential record stops each example once its requested radii are decided and is read with "
+                   "confidence-sequence bounds (valid at any stopping time, a little looser than a fixed n's): "
+                   "at other radii it certifies less than a fixed-budget record would." + _PAIRED),
     "sigma": ("Records differ in σ", "σ = {:g}",
               "σ belongs to each smoothed classifier, so they are compared as they are; a larger σ trades "
               "accuracy for radius."),
@@ -52,12 +56,22 @@ ORDER = ("examples", "sigma") + SETTINGS
 
 
 def settings_of(info) -> tuple:
-    """The comparison settings of a record: (data identity, n0, n, seed, precision, scheme)."""
-    return (info.data_id, *(info.meta.get(f) for f in SETTINGS))
+    """The comparison settings of a record: (data identity, n0, n, seed, precision, scheme, sequential)."""
+    return (info.data_id, *(_value(info, f) for f in SETTINGS))
+
+
+def budget_use(meta: dict) -> str:
+    """How a record spent its budget: 'fixed n', or 'sequential at ε …' with its stopping rule's radii."""
+    rule = meta.get("sequential")
+    if not rule:
+        return "fixed n"
+    return f"sequential at ε {', '.join(f'{e:g}' for e in rule['eps'])} (α {rule['alpha']:g}, {rule['support']})"
 
 
 def _value(info, field: str):
-    return info.data_id if field == "examples" else info.meta.get(field)
+    if field == "examples":
+        return info.data_id
+    return budget_use(info.meta) if field == "sequential" else info.meta.get(field)
 
 
 def _examples(info) -> str:

@@ -103,7 +103,7 @@ def format_radius(x: float) -> str:
 
 
 def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: float, mode: str, eps: float,
-            classes=None) -> dict:
+            classes=None, bounds: Bounds = CLOPPER_PEARSON) -> dict:
     """Every number behind one example's certificates, from its counts (the same rules as
     certify_from_counts), its outcome at ε and the reasons in words.
 
@@ -111,7 +111,9 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
     p_a_lower_half (at α/2), r1 (R1(α)), r1_term (the R1 term of the mode's radius), r2, radius (the
     deciding radius, see radius()), pred_std, outcome, costly (DataFrame of the classes in Ω_y: class,
     name, votes, ucb at α/(2|Ω_y|), r_k, NaN for ĉ_A), limiting (the class that limits R2, or None),
-    needed_n, limit (the deciding radius as n → ∞ with the same shares), reasons (list of sentences)."""
+    needed_n, limit (the deciding radius as n → ∞ with the same shares), reasons (list of sentences).
+    bounds: those of the record the counts come from (a sequential record's confidence sequence); needed_n
+    always estimates a fixed-n run's (Clopper–Pearson) need."""
     counts0 = np.asarray(counts0, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
     label = int(label)
@@ -120,7 +122,7 @@ def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: 
     n_a = int(counts[c_a])
     omega = cost.matrix[label].copy()
     sensitive = bool(omega.any())
-    r = radii(counts[None], [c_a], omega[None], n, sigma, alpha, mode, per_class=True)
+    r = radii(counts[None], [c_a], omega[None], n, sigma, alpha, mode, bounds, per_class=True)
     p_lower, p_lower_half, r1, r1_term = (float(v[0]) for v in (r.p_a_lower, r.p_a_lower_half, r.r1, r.r1_term))
     pred_std = c_a if r1 > 0 else -1
     ks = np.flatnonzero(omega)

@@ -20,10 +20,13 @@ MODES = ("sound", "paper")
 @dataclass(frozen=True)
 class Bounds:
     """One-sided bounds on a binomial proportion from k successes in n draws: lower(k, n, a) ≤ p and
-    upper(k, n, a) ≥ p, each with probability ≥ 1 − a. Vectorised; n may differ per example."""
+    upper(k, n, a) ≥ p, each with probability ≥ 1 − a. Vectorised; n may differ per example.
+    fixed_n: valid only for an n fixed before sampling (Clopper–Pearson); otherwise valid at any
+    stopping time (a confidence sequence), so examples may stop at different n."""
     name: str
     lower: Callable
     upper: Callable
+    fixed_n: bool = True
 
 
 def _shares(k, n, a):

@@ -12,7 +12,7 @@ import sys
 import time
 
 from csrs_core import CSRSError
-from csrs_core.settings import CERTIFY, REPORT, TRAIN, check_settings
+from csrs_core.settings import CERTIFY, REPORT, TRAIN, SettingError, check_settings
 from csrs_core.cli.options import add_arguments
 from csrs_core.runtime.allocator import retain_freed_memory
 from csrs_core.runtime.signals import Stopped, stop_on_sigterm
@@ -35,6 +35,12 @@ def cmd_certify(a):
 
     t0 = time.time()
     s = check_settings(CERTIFY, vars(a))
+    if s["sequential"] and s["mode"] == "paper":
+        raise SettingError("--sequential reads confidence sequences in sound mode only; --mode paper does not apply "
+                           "(leave --mode at sound)")
+    if s["save_sample"] and os.path.lexists(s["save_sample"]):
+        raise SettingError(f"--save-sample = {s['save_sample']!r} exists already: give a new file name (an existing "
+                           "file is never overwritten)")
     set_threads(s["threads"])
     stop_on_sigterm()  # like Ctrl-C: partial counts stay, exit code 143
     data = load_dataset(s["dataset"], s["split"], root=s["data_root"], image_size=s["image_size"])
@@ -49,32 +55,40 @@ def cmd_certify(a):
     if s["save_sample"]:
         data.save_sample(s["save_sample"])
     command = "csrs " + " ".join(shlex.quote(x) for x in sys.argv[1:]) if a.record_command else None
+    sequential = {"eps": s["eps"], "alpha": s["alpha"], "cost": cost} if s["sequential"] else None
     record = counts_record(s["checkpoint"], data, s["n0"], s["n"], s["batch"], s["seed"], s["sigma"],
-                            s["device"], s["precision"], _progress(a, s["progress"]), command=command)
+                           s["device"], s["precision"], _progress(a, s["progress"]), command=command,
+                           sequential=sequential)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return 0
-    table = certify_from_counts(record.counts0, record.counts, record.labels, cost,
-                                sigma=record.meta["sigma"], alpha=s["alpha"], mode=s["mode"])
-    summary = summarize(table, s["eps"])
+    read = {"sigma": record.meta["sigma"], "alpha": s["alpha"], "mode": s["mode"], "bounds": record.bounds}
+    table = certify_from_counts(record.counts0, record.counts, record.labels, cost, **read)
     costs = None if cost.is_binary and not s["out"] else certified_cost(
-        record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"], alpha=s["alpha"],
-        eps=s["eps"], mode=s["mode"])
+        record.counts0, record.counts, record.labels, cost, eps=list(s["eps"]), **read)
     if s["out"]:  # written before anything is printed, so a closed pipe cannot lose it
         from csrs_core.runtime.atomic import atomic_write_text
         table.insert(0, "index", record.indices)
-        table["certified_cost"] = costs
+        table["n_used"] = record.n_used
+        for eps, column in zip(s["eps"], costs):
+            table["certified_cost" if len(s["eps"]) == 1 else f"certified_cost_eps={eps:g}"] = column
         atomic_write_text(s["out"], table.to_csv(index=False))
     source = "reused cached counts" if record.from_cache else "sampled"
     if record.reused:
         source += f" ({record.reused} examples reused from an overlapping record)"
-    print(f"{source}: {len(table)} examples, n0={s['n0']}, n={s['n']}, sigma={record.meta['sigma']}, "
+    budget = f"n={s['n']}" if not s["sequential"] else (
+        f"sequential (cap n={s['n']:,}): {record.n_used.mean():,.0f} estimation samples per example on average "
+        f"({s['n'] / max(record.n_used.mean(), 1):.0f}× fewer than the cap)")
+    print(f"{source}: {len(table)} examples, n0={s['n0']}, {budget}, sigma={record.meta['sigma']}, "
           f"precision {record.meta['precision']}, {time.time() - t0:.1f} s; record {record.path}")
-    print(f"cost {cost.describe()}, mode {s['mode']}, alpha {s['alpha']}, eps {s['eps']}")
-    print(f"Acc {summary['acc']:.3f}  Rob_cs {summary['rob_cs']:.3f}  Rob_std {summary['rob_std']:.3f}  "
-          f"Rob_non {summary['rob_non']:.3f}  ({summary['n_sensitive']} sensitive of {summary['n']})")
-    if not cost.is_binary:
-        print(f"certified expected cost at eps {s['eps']}: {expected_cost(costs):.4f} (mean over all examples of the "
-              "worst cost any perturbation within eps can cause, certified)")
+    print(f"cost {cost.describe()}, mode {s['mode']}, alpha {s['alpha']}"
+          + (", bounds: confidence sequences" if s["sequential"] else ""))
+    for i, eps in enumerate(s["eps"]):
+        summary = summarize(table, eps)
+        print(f"eps {eps:g}: Acc {summary['acc']:.3f}  Rob_cs {summary['rob_cs']:.3f}  Rob_std {summary['rob_std']:.3f}"
+              f"  Rob_non {summary['rob_non']:.3f}  ({summary['n_sensitive']} sensitive of {summary['n']})")
+        if not cost.is_binary:
+            print(f"  certified expected cost at eps {eps:g}: {expected_cost(costs[i]):.4f} (mean over all examples "
+                  "of the worst cost any perturbation within eps can cause, certified)")
     return 0
 
 
@@ -150,7 +164,6 @@ def cmd_jobs(a):
 
 
 def cmd_import(a):
-    from csrs_core.settings import SettingError
     from csrs_core.interop.importers import import_checkpoint
     try:
         mean = [float(x) for x in a.mean.split(",")] if a.mean else None

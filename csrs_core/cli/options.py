@@ -9,11 +9,14 @@ def add_arguments(parser, options: dict[str, Option]) -> None:
     """argparse arguments for `options`, with their help, default and allowed range; values are
     checked by `check_settings`, so a bad value gets the same message as in the Python API."""
     for opt in options.values():
-        default = "" if opt.default is None else f" (default {opt.default})"
+        default = "" if opt.default is None else f" (default {opt.text(opt.default)})"
+        if opt.type is bool:
+            parser.add_argument(opt.flag, dest=opt.name, action="store_true", help=opt.help + default)
+            continue
         allowed = f" [{opt.allowed()}]" if (opt.choices or opt.low is not None) else ""
+        metavar = "{" + ",".join(opt.choices) + "}" if opt.choices else opt.name.upper()
         parser.add_argument(opt.flag, dest=opt.name, default=opt.default, required=opt.required,
-                            metavar=opt.name.upper() if not opt.choices else "{" + ",".join(opt.choices) + "}",
-                            help=opt.help + default + allowed)
+                            metavar=metavar + ("[,...]" if opt.type is tuple else ""), help=opt.help + default + allowed)
 
 
 def to_argv(options: dict[str, Option], values: dict) -> list[str]:
@@ -22,5 +25,8 @@ def to_argv(options: dict[str, Option], values: dict) -> list[str]:
     argv = []
     for name, value in checked.items():
         if name in options and value is not None and (value != options[name].default or options[name].required):
-            argv += [options[name].flag, str(value)]
+            if options[name].type is bool:
+                argv += [options[name].flag] if value else []
+            else:
+                argv += [options[name].flag, options[name].text(value)]
     return argv

@@ -167,8 +167,12 @@ def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
     if key not in cache:
         if len(cache) > 256:
             cache.clear()
+        if mode == "paper" and not record.bounds.fixed_n:
+            st.error(f"Paper mode does not apply to {record.meta.get('checkpoint')}'s sequential record (its bounds are "
+                     "confidence sequences, read in sound mode only): choose sound mode, or another record.")
+            st.stop()
         cache[key] = certify_from_counts(record.counts0, record.counts, record.labels, cost,
-                                         sigma=record.meta["sigma"], alpha=alpha, mode=mode)
+                                         sigma=record.meta["sigma"], alpha=alpha, mode=mode, bounds=record.bounds)
     return cache[key]
 
 

@@ -67,7 +67,7 @@ class TerminalProgress:
             print(f"{event}: {text}", file=self.stream, flush=True)
             return
         if event == "progress":
-            done, total, label = record["done"], record["total"], "samples"
+            done, total, label = record["done"], record["total"], record.get("unit", "samples")
         else:
             done, total, label = record["step"], record["steps"], f"epoch {record['epoch'] + 1}"
         if self.tty:
@@ -84,6 +84,7 @@ class TerminalProgress:
             eta = record.get("eta_s")
             extra = (f", {rate:,.0f}/s" if rate else "") + (f", ETA {eta:,.0f} s" if eta is not None else "")
             loss = f", loss {record['loss']:.4f}" if "loss" in record else ""
+            loss += f", {record['samples']:,} samples spent" if "samples" in record else ""
             print(f"{label}: {done:,}/{total:,}{extra}{loss}", file=self.stream, flush=True)
 
     def _close(self):

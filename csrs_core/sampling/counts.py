@@ -25,6 +25,72 @@ def example_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+class NoisyVotes:
+    """Counts the base classifier's votes on noisy copies of images in full batches: `draw` adds
+    copies of one example, drawn from its own noise stream, to a row of counts; a pass runs whenever a
+    batch is full, and `flush` runs the rest (padded with rows counted nowhere, so a compiled model sees
+    one shape). Rows 2p and 2p+1 hold position p's selection and estimation counts; counts stay on
+    the device until read."""
+
+    def __init__(self, model: torch.nn.Module, pixels: torch.Tensor, num_classes: int, sigma: float, batch: int,
+                 device: torch.device, precision: str, on_batch: Callable[[int], None] | None = None):
+        self.model, self.m, self.sigma, self.batch = model, num_classes, sigma, batch
+        self.device, self.precision, self.on_batch = device, precision, on_batch
+        self.pixels = pixels
+        rows = 2 * len(pixels)
+        self.counts = torch.zeros((rows + 1) * num_classes, dtype=torch.int64, device=device)  # last row: padding
+        self.padding = rows
+        self.buf = torch.empty((batch + NOISE_BLOCK, *pixels.shape[1:]), device=device)
+        self.rows = torch.empty(batch + NOISE_BLOCK, dtype=torch.int64, device=device)
+        self.ones = torch.ones(batch, dtype=torch.int64, device=device)
+        self.filled = 0
+
+    def stream(self, seed: int, index: int) -> torch.Generator:
+        """The noise stream of the example with id `index` (seeded by seed and index, nothing else)."""
+        return torch.Generator(self.device).manual_seed(example_seed(seed, index))
+
+    def image(self, local: int) -> torch.Tensor:
+        x = self.pixels[local]
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    def draw(self, gen: torch.Generator, x: torch.Tensor, row: int, total: int) -> None:
+        """Add `total` noisy copies of image x, the next ones of stream `gen`, to counts row `row`."""
+        for start in range(0, total, NOISE_BLOCK):
+            size = min(NOISE_BLOCK, total - start)
+            block = self.buf[self.filled:self.filled + size]
+            torch.randn((size, *x.shape), generator=gen, device=self.device, out=block)
+            block.mul_(self.sigma).add_(x)
+            self.rows[self.filled:self.filled + size] = row
+            self.filled += size
+            while self.filled >= self.batch:
+                self._run(self.batch)
+                rest = self.filled - self.batch
+                self.buf[:rest] = self.buf[self.batch:self.filled].clone() if rest > self.batch \
+                    else self.buf[self.batch:self.filled]
+                self.rows[:rest] = self.rows[self.batch:self.filled].clone()
+                self.filled = rest
+
+    def flush(self) -> None:
+        """Count every copy drawn so far."""
+        if self.filled:
+            self._run(self.filled)
+            self.filled = 0
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """counts0 [N, m] and counts [N, m] of every position (call flush first)."""
+        out = self.counts[:self.padding * self.m].view(-1, 2, self.m).cpu().numpy()
+        return out[:, 0].copy(), out[:, 1].copy()
+
+    def _run(self, real: int) -> None:
+        batch = self.batch
+        self.rows[real:batch] = self.padding
+        with autocast(self.device, self.precision):
+            pred = self.model(self.buf[:batch].contiguous(memory_format=torch.channels_last)).argmax(1)
+        self.counts.index_add_(0, self.rows[:batch] * self.m + pred, self.ones)
+        if self.on_batch:
+            self.on_batch(real)
+
+
 @torch.inference_mode()
 def sample_counts(model: torch.nn.Module, images: torch.Tensor, indices, num_classes: int, sigma: float,
                   n0: int, n: int, batch: int, seed: int = 0, device: torch.device = torch.device("cpu"),
@@ -36,44 +102,18 @@ def sample_counts(model: torch.nn.Module, images: torch.Tensor, indices, num_cla
 
     The images go to the device once; noise is drawn in fp32 straight into one reused batch
     buffer; every pass has exactly `batch` rows (the last is padded with rows counted nowhere),
-    so a compiled model sees one shape; counts stay on the device until the end."""
+    so a compiled model sees one shape."""
     N = len(images)
     positions = list(range(N) if positions is None else positions)
     model = model.to(device).eval()
-    shape = tuple(images.shape[1:])
-    pixels = images[positions].to(device)
-    counts = torch.zeros((2 * N + 1) * num_classes, dtype=torch.int64, device=device)  # last row: padding
-    buf = torch.empty((batch + NOISE_BLOCK, *shape), device=device)
-    rows = torch.empty(batch + NOISE_BLOCK, dtype=torch.int64, device=device)
-    ones = torch.ones(batch, dtype=torch.int64, device=device)
-    filled = 0
-
-    def run(real: int) -> None:
-        rows[real:batch] = 2 * N
-        with autocast(device, precision):
-            pred = model(buf[:batch].contiguous(memory_format=torch.channels_last)).argmax(1)
-        counts.index_add_(0, rows[:batch] * num_classes + pred, ones)
-        if on_batch:
-            on_batch(real)
-
+    votes = NoisyVotes(model, images[positions].to(device), num_classes, sigma, batch, device, precision, on_batch)
     for local, p in enumerate(positions):
-        gen = torch.Generator(device).manual_seed(example_seed(seed, indices[p]))
-        x = pixels[local].float().div_(255.0) if pixels.dtype == torch.uint8 else pixels[local].float()
-        for row, total in ((2 * p, n0), (2 * p + 1, n)):
-            for start in range(0, total, NOISE_BLOCK):
-                size = min(NOISE_BLOCK, total - start)
-                block = buf[filled:filled + size]
-                torch.randn((size, *shape), generator=gen, device=device, out=block)
-                block.mul_(sigma).add_(x)
-                rows[filled:filled + size] = row
-                filled += size
-                while filled >= batch:
-                    run(batch)
-                    rest = filled - batch
-                    buf[:rest] = buf[batch:filled].clone() if rest > batch else buf[batch:filled]
-                    rows[:rest] = rows[batch:filled].clone()
-                    filled = rest
-    if filled:
-        run(filled)
-    out = counts[:2 * N * num_classes].view(N, 2, num_classes).cpu().numpy()
-    return out[:, 0].copy(), out[:, 1].copy()
+        gen = votes.stream(seed, indices[p])
+        x = votes.image(local)
+        votes.draw(gen, x, 2 * local, n0)
+        votes.draw(gen, x, 2 * local + 1, n)
+    votes.flush()
+    c0, c = votes.read()
+    counts0, counts = np.zeros((N, num_classes), np.int64), np.zeros((N, num_classes), np.int64)
+    counts0[positions], counts[positions] = c0, c
+    return counts0, counts

@@ -17,11 +17,15 @@ from scipy.stats import binom
 
 from csrs_core import CSRSError
 from csrs_core.certification.certificates import certify_from_counts
+from csrs_core.certification.radii import CLOPPER_PEARSON
+from csrs_core.certification.sequences import BETA_BINOMIAL
+from csrs_core.certification.sequential import check_eps
 from csrs_core.certification.cost import CostMatrix, parse_cost
 from csrs_core.settings import CERTIFY, SettingError, check_settings
 from csrs_core.runtime.device import autocast, pick_device
 from csrs_core.sampling.counts import SAMPLING_SCHEME, sample_counts
 from csrs_core.sampling.plan import choose_plan
+from csrs_core.sampling.sequential import FIRST_ROUND, StoppingRule, sample_sequential
 
 ABSTAIN = -1
 _PIXEL_BYTES_PER_CALL = 1 << 28  # images handed to the sampler at once (bounds device memory for images)
@@ -91,7 +95,7 @@ class SmoothedClassifier:
 
     def certify(self, images, labels, cost, n0: int = CERTIFY["n0"].default, n: int = CERTIFY["n"].default,
                 alpha: float = CERTIFY["alpha"].default, seed: int = 0, mode: str = CERTIFY["mode"].default,
-                indices=None):
+                indices=None, sequential: bool = False, eps=None):
         """Cost-sensitive certificates (the paper's Algorithm 1) for every example: `sample` then
         `certify_from_counts` (a pandas DataFrame, one row per example; design.md section 5).
 
@@ -100,16 +104,31 @@ class SmoothedClassifier:
         with cost[label, k] > 0 (an example whose predicted class already costs has radius −inf); and,
         separately with probability at least 1 − α, `pred_std` (when not −1) is g's prediction within
         radius `r1` (Cohen et al.'s CERTIFY). `cost` is a CostMatrix, anything CostMatrix accepts (an
-        m × m 0/1 array), or a preset string such as 'seedwise:3' (the CLI's --cost)."""
-        s = check_settings(CERTIFY, {"n0": n0, "n": n, "seed": seed, "alpha": alpha, "mode": mode})
+        m × m 0/1 array), or a preset string such as 'seedwise:3' (the CLI's --cost).
+
+        sequential=True with radii `eps` (docs/design.md section 9): each example draws estimation copies
+        until every radius is decided for this cost matrix (certified, or out of reach within n copies,
+        which is then the cap), and the certificates read confidence sequences, valid at that stop; the
+        table's `n_used` says how many copies each example used. Sound mode only."""
+        s = check_settings(CERTIFY, {"n0": n0, "n": n, "seed": seed, "alpha": alpha, "mode": mode,
+                                     "sequential": bool(sequential), **({"eps": eps} if sequential else {})})
+        if sequential and s["mode"] == "paper":
+            raise SettingError("sequential=True reads confidence sequences in sound mode only; mode 'paper' does "
+                               "not apply")
         pixels = _as_pixels(images)
         ids = _indices(indices, len(pixels))
         labels = _labels(labels, len(pixels), self.num_classes)
         cost = _cost(cost, self.num_classes)
-        counts0, counts = self._counts(pixels, ids, s["n0"], s["n"], s["seed"])
-        table = certify_from_counts(counts0, counts, labels, cost, self.sigma, s["alpha"], s["mode"])
+        rule = StoppingRule(check_eps(s["eps"], self.sigma, s["n"], s["alpha"]), s["alpha"], cost, s["n"],
+                            self.sigma) if sequential else None
+        counts0, counts = self._counts(pixels, ids, s["n0"], s["n"], s["seed"], rule, labels)
+        bounds = BETA_BINOMIAL if sequential else CLOPPER_PEARSON
+        table = certify_from_counts(counts0, counts, labels, cost, self.sigma, s["alpha"], s["mode"], bounds)
+        if sequential:
+            table["n_used"] = counts.sum(axis=1)
         table.attrs.update(sigma=self.sigma, alpha=s["alpha"], mode=s["mode"], n0=s["n0"], n=s["n"],
-                           seed=s["seed"], cost=cost.to_json(), **(self.last_plan or {}))
+                           seed=s["seed"], cost=cost.to_json(), bounds=bounds.name,
+                           **({"eps": list(s["eps"])} if sequential else {}), **(self.last_plan or {}))
         return table
 
     def predict(self, images, n: int = 1000, alpha: float = CERTIFY["alpha"].default, seed: int = 0,
@@ -128,14 +147,16 @@ class SmoothedClassifier:
         return predict_from_counts(counts, s["alpha"])
 
     # ---------------------------------------------------------------------------------- internals
-    def _counts(self, pixels: torch.Tensor, ids: np.ndarray, n0: int, n: int, seed: int):
+    def _counts(self, pixels: torch.Tensor, ids: np.ndarray, n0: int, n: int, seed: int,
+                rule: StoppingRule | None = None, labels=None):
         N, m = len(pixels), self.num_classes
         if N == 0:
             return np.zeros((0, m), np.int64), np.zeros((0, m), np.int64)
         flags = [(module, module.training) for module in self.model.modules()]
         try:
+            expected_n = n if rule is None else max(FIRST_ROUND, n // 20)
             plan = choose_plan(self.model, self.device, self.precision, self.batch, tuple(pixels.shape[1:]),
-                               samples=N * (n0 + n))
+                               samples=N * (n0 + expected_n))
             self._check_output(pixels[:1], plan.precision)
             runnable = plan.runnable(self.device)
             self.last_plan = {"device": str(self.device), "precision": plan.precision, "batch": plan.batch,
@@ -146,9 +167,14 @@ class SmoothedClassifier:
             counts0, counts = np.zeros((N, m), np.int64), np.zeros((N, m), np.int64)
             for start in range(0, N, chunk):
                 part = slice(start, min(start + chunk, N))
-                counts0[part], counts[part] = sample_counts(
-                    runnable, pixels[part], ids[part], m, self.sigma, n0, n, plan.batch, seed, self.device,
-                    plan.precision)
+                if rule is None:
+                    counts0[part], counts[part] = sample_counts(
+                        runnable, pixels[part], ids[part], m, self.sigma, n0, n, plan.batch, seed, self.device,
+                        plan.precision)
+                else:
+                    counts0[part], counts[part] = sample_sequential(
+                        runnable, pixels[part], ids[part], labels[part], m, self.sigma, n0, rule, plan.batch, seed,
+                        self.device, plan.precision)
         finally:
             for module, training in flags:
                 module.training = training

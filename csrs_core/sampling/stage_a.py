@@ -13,6 +13,7 @@ import numpy as np
 import torch.distributed as dist
 
 from csrs_core import CSRSError
+from csrs_core.certification.sequential import check_eps
 from csrs_core.settings import CERTIFY, check_settings
 from csrs_core.data import ImageSet
 from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
@@ -21,6 +22,7 @@ from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
 from csrs_core.sampling.counts import sample_counts
 from csrs_core.sampling.plan import PRECISIONS, choose_plan, machine_id, review
+from csrs_core.sampling.sequential import FIRST_ROUND, StoppingRule, sample_sequential
 from csrs_core.sampling.store import (
     KEY_FIELDS,
     CorruptRecord,
@@ -35,6 +37,7 @@ from csrs_core.sampling.store import (
 )
 
 CHUNK = 32  # examples between saves of a partial result (more when that is under 16 passes)
+SAVE_EVERY_S = 10.0  # a sequential run saves its stopped examples at most this often
 
 
 def _reuse_overlapping(checkpoint, key: dict, data: ImageSet, counts0, counts, done) -> int:
@@ -99,10 +102,12 @@ def _load_unchanged(checkpoint, num_classes: int):
     return model, meta, digest
 
 
-def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progress):
-    """The autotuned plan; under torchrun every rank takes rank 0's, so all shares have one key."""
+def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progress, sequential: bool):
+    """The autotuned plan; under torchrun every rank takes rank 0's, so all shares have one key. A
+    sequential job is planned for a twentieth of its cap (what it typically spends)."""
+    n = max(FIRST_ROUND, settings["n"] // 20) if sequential else settings["n"]
     plan = choose_plan(model, dev, settings["precision"], settings["batch"], tuple(data.images.shape[1:]),
-                       samples=len(data) * (settings["n0"] + settings["n"]), progress=progress)
+                       samples=len(data) * (settings["n0"] + n), progress=progress)
     if world > 1:
         shared = [(plan.precision, plan.batch, plan.compiled)]
         dist.broadcast_object_list(shared, src=0)
@@ -111,10 +116,12 @@ def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progres
 
 
 def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model_dev, sigma: float,
-                  settings: dict, shard: Path, world: int, rank: int, progress: ProgressLog):
+                  settings: dict, shard: Path, world: int, rank: int, progress: ProgressLog,
+                  rule: StoppingRule | None = None):
     """Sample this rank's share of the examples not yet done (resumed from `shard`, or reused from
-    overlapping records), saving `shard` after every chunk. Returns counts0, counts, done, reused and
-    the rate tracker."""
+    overlapping records), saving `shard` as work is done: after every chunk of a fixed-budget run, at
+    most every SAVE_EVERY_S seconds of a sequential one (with `rule`: each example stops by it).
+    Returns counts0, counts, done, reused and the rate tracker."""
     n0, n = settings["n0"], settings["n"]
     N, m = len(data), data.num_classes
     labels = data.labels.numpy()
@@ -127,20 +134,52 @@ def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model
         expected_s = plan.expected_seconds(total)
         progress.write("start", examples=len(mine), total=total, device=str(model_dev), precision=plan.precision,
                        batch=plan.batch, compiled=plan.compiled, resumed=resumed, reused=reused,
-                       expected_s=None if expected_s is None else round(expected_s))
+                       expected_s=None if expected_s is None or rule else round(expected_s),
+                       **({"sequential": True, "cap_samples": total} if rule else {}))
         write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
-        tracker = _Rate(progress, total)
-        chunk = max(CHUNK, -(-16 * plan.batch // (n0 + n)))  # at least 16 full passes per call
-        for start in range(0, len(mine), chunk):
-            part = mine[start:start + chunk]
-            t0 = time.perf_counter()
-            c0, c = sample_counts(plan.runnable(model_dev), data.images, data.indices, m, sigma, n0, n, plan.batch,
-                                  settings["seed"], model_dev, plan.precision, positions=part, on_batch=tracker)
-            if start == chunk:  # the job's own second chunk (the first may include compiling) is a measurement too
-                review(plan, len(part) * (n0 + n) / (time.perf_counter() - t0), progress)
-            counts0[part], counts[part], done[part] = c0[part], c[part], True
-            write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
+        if rule is None:
+            tracker = _Rate(progress, total)
+            _fixed_chunks(data, plan, model_dev, sigma, settings, mine, tracker, counts0, counts, done,
+                          lambda: write_record(shard, counts0, counts, labels, data.indices, meta, done=done))
+        else:
+            tracker = _Decided(progress, len(mine))
+            _sequential(data, plan, model_dev, sigma, settings, mine, rule, tracker, counts0, counts, done,
+                        lambda: write_record(shard, counts0, counts, labels, data.indices, meta, done=done))
     return counts0, counts, done, reused, tracker
+
+
+def _fixed_chunks(data, plan, model_dev, sigma, settings, mine, tracker, counts0, counts, done, save) -> None:
+    """n0 + n copies of every example of `mine`, a chunk at a time, saved after each chunk."""
+    n0, n = settings["n0"], settings["n"]
+    chunk = max(CHUNK, -(-16 * plan.batch // (n0 + n)))  # at least 16 full passes per call
+    for start in range(0, len(mine), chunk):
+        part = mine[start:start + chunk]
+        t0 = time.perf_counter()
+        c0, c = sample_counts(plan.runnable(model_dev), data.images, data.indices, data.num_classes, sigma, n0, n,
+                              plan.batch, settings["seed"], model_dev, plan.precision, positions=part,
+                              on_batch=tracker)
+        if start == chunk:  # the job's own second chunk (the first may include compiling) is a measurement too
+            review(plan, len(part) * (n0 + n) / (time.perf_counter() - t0), progress=tracker.progress)
+        counts0[part], counts[part], done[part] = c0[part], c[part], True
+        save()
+
+
+def _sequential(data, plan, model_dev, sigma, settings, mine, rule, tracker, counts0, counts, done, save) -> None:
+    """Every example of `mine` sampled until `rule` stops it; stopped examples saved at most every
+    SAVE_EVERY_S seconds and at the end, so a rerun after a kill keeps every example saved as stopped."""
+    last = [time.monotonic()]
+
+    def stopped(positions, c0, c):
+        counts0[positions], counts[positions], done[positions] = c0, c, True
+        tracker.stopped(len(positions), int(c.sum()))
+        if time.monotonic() - last[0] >= SAVE_EVERY_S:
+            save()
+            last[0] = time.monotonic()
+
+    sample_sequential(plan.runnable(model_dev), data.images, data.indices, data.labels.numpy(), data.num_classes,
+                      sigma, settings["n0"], rule, plan.batch, settings["seed"], model_dev, plan.precision,
+                      positions=mine, on_batch=tracker, on_stop=stopped)
+    save()
 
 
 def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, counts, done) -> list[Path]:
@@ -159,19 +198,27 @@ def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, count
 def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n: int = CERTIFY["n"].default,
                   batch: int | None = None, seed: int = 0, sigma: float | None = None, device: str = "auto",
                   precision: str = "auto", progress: ProgressLog | None = None,
-                  command: str | None = None) -> CountsRecord | None:
+                  command: str | None = None, sequential: dict | None = None) -> CountsRecord | None:
     """Stage-A counts of `data` under the checkpoint's smoothed classifier (every setting checked
     before any work): the stored record when one with the same key exists, else sampled and stored.
     Under torchrun each rank samples every world-th example still missing and rank 0 merges the
-    shares into one record (the other ranks return None)."""
+    shares into one record (the other ranks return None).
+
+    sequential: {"eps": radii, "alpha": α, "cost": CostMatrix} samples each example until every radius
+    is decided for that matrix's support (docs/design.md section 9), n being the cap; the record is then
+    read with confidence-sequence bounds (CountsRecord.bounds)."""
     s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
                                  "precision": precision})
     progress = progress or ProgressLog(None)
     model, ckpt_meta, digest = _load_unchanged(checkpoint, data.num_classes)
     sigma = float(ckpt_meta["sigma"] if s["sigma"] is None else s["sigma"])
+    rule = None if sequential is None else StoppingRule(
+        check_eps(sequential["eps"], sigma, s["n"], sequential["alpha"]), sequential["alpha"], sequential["cost"],
+        s["n"], sigma)
     world, rank, dev = distributed_setup(device)
     folder = cert_dir(checkpoint)
-    base_key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], "auto", dev.type)  # hashes the data once
+    base_key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], "auto", dev.type,  # hashes the data once
+                        None if rule is None else rule.key())
 
     def stored(precision):
         key = {**base_key, "precision": precision}
@@ -182,7 +229,7 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
         record = _cached(stored(candidate)[1], progress)
         if record is not None:
             return record if rank == 0 else None
-    plan = _shared_plan(model, dev, s, data, world, progress if rank == 0 else None)
+    plan = _shared_plan(model, dev, s, data, world, progress if rank == 0 else None, rule is not None)
     key, final = stored(plan.precision)
     record = _cached(final, progress)
     if record is not None:
@@ -196,7 +243,7 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
             **({"command": command} if command else {})}
     shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
     counts0, counts, done, reused, tracker = _sample_share(checkpoint, data, key, meta, plan, dev, sigma, s,
-                                                           shard, world, rank, progress)
+                                                           shard, world, rank, progress, rule)
     shards = _merge_shares(folder, name, world, rank, counts0, counts, done) if world > 1 else [shard]
     if rank != 0:
         return None
@@ -234,3 +281,27 @@ class _Rate:
             rate = self.rate()
             self.progress.write("progress", done=self.done, total=self.total, samples_per_s=rate,
                                 eta_s=(self.total - self.done) / max(rate, 1e-9))
+
+
+class _Decided(_Rate):
+    """_Rate for a sequential run, whose total is examples, not samples: progress events (at most once a
+    second) say how many examples have stopped, how many are undecided and the samples spent."""
+
+    def __init__(self, progress: ProgressLog, examples: int):
+        super().__init__(progress, examples)
+        self.decided = 0
+
+    def stopped(self, examples: int, samples: int) -> None:
+        self.decided += examples
+        self._write(force=self.decided >= self.total)
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        self._write(force=False)
+
+    def _write(self, force: bool) -> None:
+        now = time.time()
+        if force or now - self.last > 1.0:
+            self.last = now
+            self.progress.write("progress", done=self.decided, total=self.total, unit="examples decided",
+                                undecided=self.total - self.decided, samples=self.done, samples_per_s=self.rate())

@@ -18,15 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from csrs_core import CSRSError
-from csrs_core.data import ImageSet
 from csrs_core.certification.comparisons import choose_together
+from csrs_core.certification.radii import CLOPPER_PEARSON
+from csrs_core.certification.sequences import BETA_BINOMIAL
+from csrs_core.data import ImageSet
 from csrs_core.models.checkpoints import CheckpointError, file_digest, read_meta
 from csrs_core.runtime.atomic import atomic_write_npz
 from csrs_core.sampling.counts import SAMPLING_SCHEME
 
 FORMAT = "csrs-counts-v2"
 KEY_FIELDS = ("checkpoint_sha256", "dataset", "split", "indices_sha256", "content_sha256", "sigma",
-              "n0", "n", "seed", "precision", "device_type", "scheme")
+              "n0", "n", "seed", "precision", "device_type", "scheme", "sequential")
 DATA_FIELDS = ("dataset", "split", "indices_sha256", "content_sha256")
 
 
@@ -50,6 +52,22 @@ class CountsRecord:
     def data_id(self) -> tuple:
         return data_identity(self.meta)
 
+    @property
+    def n_used(self) -> np.ndarray:
+        """Estimation copies each example used: n for a fixed-budget record, its stop for a sequential one."""
+        return self.counts.sum(axis=1)
+
+    @property
+    def bounds(self):
+        """The confidence bounds its counts are read with: a confidence sequence for a sequential record
+        (valid at each example's data-dependent stop), else Clopper–Pearson."""
+        return bounds_for(self.meta)
+
+
+def bounds_for(meta: dict):
+    """The confidence bounds that a record with metadata `meta` is read with (see CountsRecord.bounds)."""
+    return BETA_BINOMIAL if meta.get("sequential") else CLOPPER_PEARSON
+
 
 @dataclass
 class RecordInfo:
@@ -68,7 +86,8 @@ class RecordInfo:
         m = self.meta
         if not m:
             return f"{self.path.name} ({self.status}: {self.reason})"
-        return (f"{m['dataset']}/{m['split']}, {m['num_examples']} examples, n0={m['n0']}, n={m['n']}, "
+        budget = f"n={m['n']}" if not m.get("sequential") else f"sequential, cap n={m['n']}"
+        return (f"{m['dataset']}/{m['split']}, {m['num_examples']} examples, n0={m['n0']}, {budget}, "
                 f"σ={m['sigma']}, {m['precision']}, seed {m['seed']}")
 
 
@@ -81,16 +100,18 @@ def cert_dir(checkpoint) -> Path:
 
 
 def make_key(checkpoint_sha: str, data: ImageSet, sigma: float, n0: int, n: int, seed: int,
-             precision: str, device_type: str) -> dict:
-    """Everything stage A's counts depend on."""
+             precision: str, device_type: str, sequential: dict | None = None) -> dict:
+    """Everything stage A's counts depend on (sequential: the stopping rule's key; n is then the cap)."""
     return {"checkpoint_sha256": checkpoint_sha, "dataset": data.name, "split": data.split,
             "indices_sha256": indices_digest(data.indices), "content_sha256": data.content_digest(),
             "sigma": float(sigma), "n0": int(n0), "n": int(n), "seed": int(seed), "precision": precision,
-            "device_type": device_type, "scheme": SAMPLING_SCHEME}
+            "device_type": device_type, "scheme": SAMPLING_SCHEME, "sequential": sequential}
 
 
 def key_name(key: dict) -> str:
-    return hashlib.sha256(json.dumps({f: key[f] for f in KEY_FIELDS}, sort_keys=True).encode()).hexdigest()[:20]
+    """The record's file name: a digest of its key (a fixed-budget record's key has no 'sequential')."""
+    fields = {f: key.get(f) for f in KEY_FIELDS if f != "sequential" or key.get("sequential")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def indices_digest(indices) -> str:

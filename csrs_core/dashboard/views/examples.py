@@ -207,7 +207,7 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
     for i, name in enumerate(picked):
         rec, row, sigma = records[name], matches[name][pos], float(records[name].meta["sigma"])
         info = infos[name] = ex.explain(rec.counts0[row], rec.counts[row], label, cost, sigma, alpha, mode, eps,
-                                        classes)
+                                        classes, rec.bounds)
         with slots[i % len(slots)]:
             st.markdown(f"**{name}** ({metas[name]['method']}, σ = {sigma}, n0 = {info['n0']}, n = {info['n']}): "
                         f"outcome at ε = {eps}: **{info['outcome']}**\n"

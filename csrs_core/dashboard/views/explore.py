@@ -109,7 +109,7 @@ def certified_costs(record, cost, points) -> np.ndarray:
         if len(cache) > 64:
             cache.clear()
         cache[key] = certified_cost(record.counts0, record.counts, record.labels, cost, sigma=record.meta["sigma"],
-                                    alpha=alpha, eps=np.asarray(points), mode=mode)
+                                    alpha=alpha, eps=np.asarray(points), mode=mode, bounds=record.bounds)
     return cache[key]
 
 
