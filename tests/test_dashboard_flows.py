@@ -94,6 +94,29 @@ def test_certify_estimates_the_time_from_the_cached_rate(trained_root, tmp_path,
     assert not at.exception and (tmp_path / "cache" / "autotune.json").read_bytes() == cached
 
 
+def test_a_sequential_job_is_estimated_and_queued_with_its_radii_and_the_matrix_shown(trained_root, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("CSRS_CACHE", str(tmp_path / "cache"))
+    _cache_rates(monkeypatch, trained_root / "synth" / "cohen.pt", (3, 16, 16), {"eager/fp32/128": 640.0})
+    started = []
+    monkeypatch.setattr(jobs, "start_job", lambda root, kind, argv, out: started.append(argv))
+    at = open_app(trained_root, monkeypatch)
+    at.switch_page("views/certify.py").run()
+    next(n for n in at.number_input if n.label == "n").set_value(2000)
+    next(c for c in at.checkbox if c.label.startswith("Decide at ε")).check().run()
+    next(t for t in at.text_input if t.label.startswith("ε to decide")).input("0.1,0.2").run()
+    # 64 examples x (n0 = 100 + 2,000 / 20) = 12,800 noisy images at 640 images/s = 20 s; at most 64 x 2,100
+    assert "each stopping once every ε is decided" in _texts(at) and "about **20 s**" in _texts(at)
+    assert "at most 3 min 30 s" in _texts(at)
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [argv] = started
+    assert argv[argv.index("--eps") + 1] == "0.1,0.2" and "--sequential" in argv and "--cost" in argv
+    next(t for t in at.text_input if t.label.startswith("ε to decide")).input("9").run()
+    at.button[0].click().run()
+    assert any("largest certifiable radius" in e.value for e in at.error) and len(started) == 1
+
+
 def test_the_estimate_follows_the_chosen_precision_and_batch(trained_root, tmp_path, monkeypatch):
     monkeypatch.setenv("CSRS_CACHE", str(tmp_path / "cache"))
     _cache_rates(monkeypatch, trained_root / "synth" / "cohen.pt", (3, 16, 16), {"eager/fp32/128": 640.0,

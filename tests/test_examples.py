@@ -10,6 +10,7 @@ from csrs_core.certification import explain as ex
 from csrs_core.certification.bounds import lower_confidence_bound, norm_ppf, upper_confidence_bound
 from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.certification.cost import CostMatrix
+from csrs_core.data import load_dataset
 
 SIGMA, ALPHA = 0.25, 0.001
 NAMES = ["red", "green", "blue", "grey"]
@@ -232,6 +233,27 @@ def test_example_in_the_address_opens_it_with_its_numbers(root, monkeypatch):
     at.selectbox(key="examples::open::synth").select(None).run()   # closing it clears the address
     assert not at.exception and "example" not in at.query_params
     assert not any(h.value.startswith("Example") for h in at.subheader)
+
+
+def test_an_opened_example_is_decided_at_eps_from_the_browser(root, monkeypatch):
+    """The button samples the example sequentially with the checkpoint's smoothed classifier, exactly as the
+    Python API does (same seed and example index)."""
+    from csrs_core import SmoothedClassifier
+    from csrs_core.models.checkpoints import load_model
+    indices, labels = _sample_indices(root)
+    index = int(indices[7])
+    at = _open(root, monkeypatch, str(index))
+    at.button(key="examples::decide::cohen").click().run()
+    assert not at.exception, at.exception
+    [said] = [m.value for m in at.markdown if m.value.startswith("cohen: **")]
+    model, meta = load_model(root / "synth" / "cohen.pt")
+    data = load_dataset(f"sample:{root / 'synth' / 'test-sample.npz'}")
+    pos = int(np.flatnonzero(np.asarray(data.indices) == index)[0])
+    eps = float(at.number_input(key="examples::eps::synth").value)
+    table = SmoothedClassifier(model, num_classes=4, sigma=meta["sigma"]).certify(
+        data.images[pos:pos + 1], [int(labels[7])], COST, n=100_000, alpha=ALPHA, indices=[index], sequential=True,
+        eps=[eps])
+    assert f"after {int(table['n_used'].iloc[0]):,} estimation copies" in said
 
 
 def test_the_select_box_opens_an_example_and_writes_the_address(root, monkeypatch):

@@ -16,10 +16,14 @@ def option_widget(opt: Option, where=st, label: str | None = None, key: str | No
     (empty allowed when the option may be unset), else a text box. The value is checked again by
     the core when the job starts."""
     label = label or opt.name.replace("_", " ")
-    help_text = opt.help + ("" if opt.default is None else f" (default {opt.default})")
+    help_text = opt.help + ("" if opt.default is None else f" (default {opt.text(opt.default)})")
     default = overrides.pop("value", opt.default)
     if opt.choices:
         return where.selectbox(label, opt.choices, index=opt.choices.index(default), help=help_text, key=key)
+    if opt.type is bool:
+        return where.checkbox(label, value=bool(default), help=help_text, key=key, **overrides)
+    if opt.type is tuple:
+        return where.text_input(label, value=opt.text(default), help=help_text, key=key, **overrides)
     if opt.type in (int, float):
         low = opt.low if opt.low is not None else None
         if low is not None and opt.low_open:

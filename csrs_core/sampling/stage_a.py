@@ -250,6 +250,8 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     if not done.all():
         raise RuntimeError(f"{int((~done).sum())} examples were not sampled")  # a bug, never expected
     meta["created"] = time.time()
+    if rule is not None:
+        meta["samples_per_example"] = round(float(counts.sum(axis=1).mean()), 1)
     if tracker.done:
         meta["images_per_s"] = round(tracker.rate())  # this job's own sampling rate, start-up excluded
     if plan.compile_seconds is not None:

@@ -86,7 +86,9 @@ class RecordInfo:
         m = self.meta
         if not m:
             return f"{self.path.name} ({self.status}: {self.reason})"
-        budget = f"n={m['n']}" if not m.get("sequential") else f"sequential, cap n={m['n']}"
+        budget = f"n={m['n']}" if not m.get("sequential") else \
+            f"sequential at ε {', '.join(f'{e:g}' for e in m['sequential']['eps'])}, cap n={m['n']}, " \
+            f"{m.get('samples_per_example', 0):,.0f} samples/example"
         return (f"{m['dataset']}/{m['split']}, {m['num_examples']} examples, n0={m['n0']}, {budget}, "
                 f"σ={m['sigma']}, {m['precision']}, seed {m['seed']}")
 

@@ -10,13 +10,15 @@ import torch
 from csrs_core import CSRSError, jobs
 from csrs_core.data import DATASETS, DatasetError, select_examples
 from csrs_core.data.images import load_sample
+from csrs_core.certification.sequential import check_eps
+from csrs_core.sampling.sequential import FIRST_ROUND
 from csrs_core.settings import CERTIFY, SettingError
 from csrs_core.cli.options import to_argv
 from csrs_core.models.architectures import build_model
 from csrs_core.runtime.device import pick_device
 from csrs_core.sampling.plan import cached_rate
-from csrs_core.dashboard.common import (checkpoints_in_case, data_root, refuse_writes_to_demo, require_access,
-                                        select_case, write_failure)
+from csrs_core.dashboard.common import (checkpoints_in_case, current_cost, data_root, refuse_writes_to_demo,
+                                        require_access, select_case, write_failure)
 from csrs_core.dashboard.jobs_panel import live_jobs
 from csrs_core.dashboard.option_widgets import inside_folder, option_widget
 
@@ -73,7 +75,7 @@ def estimate(name: str, meta: dict, examples: tuple, shape: tuple | None, values
                 "the whole data set to count them.")
     if shape is None:
         return f"**{name}**: no estimate: the input size follows the data; give an image size for an estimate."
-    per_example = values["n0"] + values["n"]
+    per_example = values["n0"] + (max(FIRST_ROUND, values["n"] // 20) if values["sequential"] else values["n"])
     samples = count * per_example
     try:
         model = _architecture(meta["arch"], len(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))
@@ -84,6 +86,12 @@ def estimate(name: str, meta: dict, examples: tuple, shape: tuple | None, values
         return (f"**{name}**: no rate measured yet for this model ({meta['arch']}, inputs "
                 f"{'×'.join(map(str, shape))}) on this machine: it is measured when the job starts (a few "
                 "seconds), and the job's progress bar then shows the time left.")
+    if values["sequential"]:
+        most = count * (values["n0"] + values["n"])
+        return (f"**{name}**: {'' if exact else 'at most '}{count:,} examples, each stopping once every ε is decided: "
+                f"typically about {per_example:,} noisy images each (a twentieth of the cap or less), "
+                f"{samples:,} in all at {rate:,.0f} images/s: about **{duration(samples / rate)}**; at most "
+                f"{duration(most / rate)} if every example ran to the cap.")
     return (f"**{name}**: {'' if exact else 'at most '}{count:,} examples × {per_example:,} noisy images = "
             f"{samples:,} at {rate:,.0f} images/s (measured on this machine for this model): about "
             f"**{duration(samples / rate)}**.")
@@ -116,6 +124,19 @@ values["batch"] = option_widget(CERTIFY["batch"], c3, "batch (empty = auto)")
 values["precision"] = option_widget(CERTIFY["precision"], c4, "precision")
 values["seed"] = option_widget(CERTIFY["seed"], c5, "seed")
 values["image_size"] = option_widget(CERTIFY["image_size"], st, "Image size (empty = as trained)")
+c1, c2 = st.columns([1, 2])
+values["sequential"] = option_widget(CERTIFY["sequential"], c1, "Decide at ε (sequential: n is the cap)")
+eps_text = option_widget(CERTIFY["eps"], c2, "ε to decide (comma-separated)", disabled=not values["sequential"])
+decided_cost = current_cost(case, next(iter(metas.values()))["classes"]).describe() if metas else "overall"
+if values["sequential"]:
+    c2.caption(f"Decided for the cost matrix shown on Explore (`{decided_cost}`): each example stops once its "
+               "deciding radius is decided at every ε (certified, or out of reach within n). The record then answers "
+               "any matrix, ε and α too, only less tightly than these.")
+try:
+    values["eps"] = CERTIFY["eps"].check(eps_text, "ε to decide")
+except SettingError as exc:
+    st.error(str(exc))
+    values["eps"] = CERTIFY["eps"].default
 labels, sample_shape = None, None
 if source.startswith("shipped"):
     try:
@@ -146,7 +167,10 @@ if submitted:
         if values["per_class"]:
             values["num_examples"] = None
         for name in picked:
+            if values["sequential"]:
+                check_eps(values["eps"], metas[name]["sigma"], values["n"], CERTIFY["alpha"].default)
             run = {**values, "checkpoint": str(root / case / f"{name}.pt"), "dataset": dataset,
+                   **({"cost": decided_cost} if values["sequential"] else {}),
                    "data_root": str(data_root()),
                    "image_size": None if dataset.startswith("sample:") else image_size(metas[name], values)}
             jobs.start_job(root, "certify", ["certify", *to_argv(CERTIFY, run), "--quiet"],

@@ -2,8 +2,9 @@
 (filters, sort, paging), and one example opened above it: the image, noisy copies, the votes of every
 compared checkpoint, their bounds and radii, and why each certifies or not (csrs_core.certification.explain).
 
-Stage B only (never resamples). The sample is decoded once per file version; thumbnails are built for
-the current page only. `?example=INDEX` in the address opens an example."""
+Stage B only (never resamples), except on request: an opened example can be decided at ε now, sampled
+sequentially (csrs_core.dashboard.decide). The sample is decoded once per file version; thumbnails are
+built for the current page only. `?example=INDEX` in the address opens an example."""
 from __future__ import annotations
 
 import io
@@ -20,7 +21,7 @@ from csrs_core import CSRSError
 from csrs_core.certification import explain as ex
 from csrs_core.certification.comparisons import difference_lines
 from csrs_core.data import load_dataset
-from csrs_core.dashboard import figures
+from csrs_core.dashboard import decide, figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         load_cached_record, require_access, select_readable_case)
 
@@ -185,7 +186,7 @@ def _costly_table(costly: pd.DataFrame) -> None:
                                               "(none for ĉ_A)")})
 
 
-def _example_view(index: int, sample, picked, records, matches, metas, cost, classes, alpha, mode, eps):
+def _example_view(index: int, sample, picked, records, matches, metas, cost, classes, alpha, mode, eps, folder):
     """One example: the image, noisy copies, and per compared checkpoint its votes, bounds, radii and reasons."""
     pos = int(sample["position"].get_loc(index))
     label = int(sample["labels"][pos])
@@ -217,6 +218,7 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
                                key=f"fig_votes::{name}")
     st.dataframe(pd.DataFrame({name: _numbers(info, classes, mode) for name, info in infos.items()}),
                  key="examples::numbers")
+    _decide_now(index, pixels, label, picked, folder, cost, alpha, eps)
     costly = pd.concat([info["costly"].sort_values(["votes", "class"], ascending=[False, True]).assign(checkpoint=name)
                         for name, info in infos.items()], ignore_index=True)
     if len(costly):
@@ -232,6 +234,24 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
     st.download_button("Download this example's table (CSV, every compared checkpoint)",
                        pd.DataFrame(rows).to_csv(index=False), f"csrs-example-{index}.csv", "text/csv",
                        key="examples::download_one")
+
+
+def _decide_now(index: int, pixels, label: int, picked, folder: Path, cost, alpha: float, eps: float) -> None:
+    """Buttons that decide this example at ε with each compared checkpoint, sampling now (sequentially)."""
+    sensitive = bool(cost.matrix[label].any())
+    with st.expander(f"Decide this example at ε = {eps:g} now, with as few noisy copies as it takes"):
+        st.caption(f"Samples this example's smoothed classifier until its {'cost-sensitive' if sensitive else 'standard'}"
+                   f" radius is certified above ε or cannot be within n = {decide.CAP:,} copies (confidence sequences: "
+                   f"valid at any stop, with probability ≥ 1 − α = {1 - alpha:g}; the noise seed is 0, as in the "
+                   "records). Most examples are decided within a few thousand copies, in a second or two.")
+        for name in picked:
+            if st.button(f"Decide with {name}", key=f"examples::decide::{name}"):
+                with st.spinner(f"Sampling {name}…"):
+                    got = decide.decide(folder / f"{name}.pt", pixels, label, index, cost, eps, alpha)
+                verdict = "**certified**" if got["certified"] else "**not certified**"
+                st.markdown(f"{name}: {verdict} at ε = {eps:g}: radius {ex.format_radius(got['radius'])} after "
+                            f"{got['n_used']:,} estimation copies ({got['seconds']:.1f} s, {got['plan']['device']}, "
+                            f"{got['plan']['precision']}).")
 
 
 # the page -------------------------------------------------------------------------------------------
@@ -366,7 +386,7 @@ elif opened is None and url_value is not None and not url_problem:
 
 if opened is not None:
     with st.container(border=True):
-        _example_view(opened, sample, picked, records, matches, metas, cost, classes, alpha, mode, eps)
+        _example_view(opened, sample, picked, records, matches, metas, cost, classes, alpha, mode, eps, root / case)
 
 # the gallery
 st.subheader(f"Gallery: {len(order)} of {len(ta)} examples (checkpoint {a}, {mode} mode, ε = {eps})")

@@ -15,6 +15,7 @@ from csrs_core.certification.certificates import certified_cost, smoothed_confus
 from csrs_core.certification.metrics import cost_curve, eps_curve, per_class, summarize_cost
 from csrs_core.certification.comparisons import metrics_row, with_holm
 from csrs_core.cli.report import to_latex
+from csrs_core.reports import SAMPLES
 from csrs_core.certification.stats import paired_comparison
 from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
@@ -122,6 +123,8 @@ def metrics_table(tables: dict, costs: dict, tau: float) -> pd.DataFrame:
         at_eps = summarize_cost(costs[name][-1], table["sensitive"].to_numpy(), tau)
         row = {"checkpoint": name, "method": metas[name]["method"], **metrics_row(table, eps),
                "expected_cost": at_eps["expected_cost"], "rob_cs_tau": at_eps["rob_cs_tau"]}
+        if records[name].meta.get("sequential"):   # a sequential record: what its sampling spent
+            row[SAMPLES] = float(records[name].n_used.mean())
         if name != baseline and records[name].data_id == records[baseline].data_id:
             cmp = paired_comparison(tables[baseline], table, eps)
             row.update(d_acc=cmp["d_acc"], p_acc=cmp["p_acc"], d_rob_cs=cmp["d_rob_cs"], p_rob_cs=cmp["p_rob_cs"])
