@@ -81,6 +81,19 @@ def per_image_loop(model, device, precision, batch, size, n, examples):
     return examples * n / (time.perf_counter() - t)
 
 
+def precision_votes(model, data, num_classes: int, sigma: float, n: int, batch: int, device, precisions) -> dict:
+    """{precision: vote counts [N, num_classes]} of n noisy copies of each image of `data` (an
+    ImageSet), the same noise at every precision."""
+    return {p: sample_counts(model, data.images, data.indices, num_classes, sigma, 0, n, batch, device=device,
+                             precision=p)[1] for p in precisions}
+
+
+def vote_difference(a, b, n: int) -> tuple[int, np.ndarray]:
+    """(examples whose top class differs between two vote tables [N, m] of n votes per row, each
+    example's total-variation distance between the two rows' vote shares)."""
+    return int((a.argmax(1) != b.argmax(1)).sum()), np.abs(a - b).sum(1) / 2 / n
+
+
 def stage_b(rounds=25):
     rng = np.random.default_rng(0)
     N, m, n = 10_000, 10, 10_000
@@ -131,21 +144,29 @@ def whole_command(checkpoint: str, sample: str, examples: int, n: int, cache: Pa
     return examples * (100 + n) / wall, plan
 
 
-def measure_limits(runnables: dict, device, kind: str, shape, compile_too: bool) -> dict:
-    """{(variant, runtime, precision, batch): images/s}: every precision x batch eagerly, then each
-    precision compiled at its best eager batch, for each variant ('as built', 'folded'); the compiled
-    module joins `runnables[variant]`."""
+def compiled_rate(compiled, device, precision: str, batch: int, shape, seconds: float = 2.0) -> tuple[float, float]:
+    """(seconds of the first calls, in which the compiler runs and CUDA graphs are recorded; images/s
+    of `compiled` measured for `seconds` after them) at this precision and batch."""
+    t = time.perf_counter()
+    forward_rate(compiled, device, precision, batch, shape, seconds=0.1)  # compile outside the timing
+    return time.perf_counter() - t, forward_rate(compiled, device, precision, batch, shape, seconds=seconds)
+
+
+def measure_limits(runnables: dict, device, kind: str, shape, compile_too: bool, batches: tuple | None = None,
+                   seconds: float = 2.0) -> dict:
+    """{(variant, runtime, precision, batch): images/s}: every precision x batch (BATCHES[kind] unless
+    `batches`) eagerly, then each precision compiled at its best eager batch, for each variant ('as
+    built', 'folded'), each measured for `seconds`; the compiled module joins `runnables[variant]`."""
     limit = {}
     for variant, modules in runnables.items():
         for p in PRECISIONS[kind]:
-            for b in BATCHES[kind]:
-                limit[(variant, "eager", p, b)] = forward_rate(modules["eager"], device, p, b, shape, seconds=2.0)
+            for b in batches or BATCHES[kind]:
+                limit[(variant, "eager", p, b)] = forward_rate(modules["eager"], device, p, b, shape, seconds=seconds)
         if compile_too:
             compiled = modules["compiled"] = compile_model(modules["eager"], device)
             for p in PRECISIONS[kind]:
                 b = max((k for k in limit if k[:3] == (variant, "eager", p)), key=limit.get)[3]
-                forward_rate(compiled, device, p, b, shape, seconds=0.1)  # compile outside the timing
-                limit[(variant, "compiled", p, b)] = forward_rate(compiled, device, p, b, shape, seconds=2.0)
+                limit[(variant, "compiled", p, b)] = compiled_rate(compiled, device, p, b, shape, seconds)[1]
     return limit
 
 
@@ -239,12 +260,10 @@ def main():
                   "   (goal >= 0.9)")
     trained, meta = load_model(a.checkpoint)
     data = load_dataset(f"sample:{a.sample}").subset(np.arange(a.decisions))
-    votes = {p: sample_counts(trained, data.images, data.indices, len(meta["classes"]), meta["sigma"], 0, 1000, 128,
-                              device=device, precision=p)[1] for p in ("fp32", "bf16")}
-    differ = int((votes["fp32"].argmax(1) != votes["bf16"].argmax(1)).sum())
-    tv = float(np.abs(votes["fp32"] - votes["bf16"]).sum(1).mean() / 2 / 1000)
+    votes = precision_votes(trained, data, len(meta["classes"]), meta["sigma"], 1000, 128, device, ("fp32", "bf16"))
+    differ, tv = vote_difference(votes["fp32"], votes["bf16"], 1000)
     print(f"fp32 vs bf16, {a.checkpoint} on {a.decisions} test images x 1,000 noisy copies (same noise): top class "
-          f"differs for {differ} of {a.decisions}; mean total-variation distance between vote shares {tv:.4f}")
+          f"differs for {differ} of {a.decisions}; mean total-variation distance between vote shares {tv.mean():.4f}")
     cold, warm = stage_b()
     print(f"stage B, 10,000 examples x 10 classes, fresh random cost matrix each time: first call (cold bound "
           f"tables) {cold * 1000:.1f} ms; median of the next 24 = {warm * 1000:.1f} ms   (goal <= 20 ms)")

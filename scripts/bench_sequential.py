@@ -50,14 +50,17 @@ def shipped_certified(case: str, name: str, indices, cost: str, eps: float) -> t
     return deciding_radius(table)[[position[int(i)] for i in indices]] > eps, record.meta["precision"]
 
 
-def bench_model(case: str, name: str, cost_spec: str, args) -> dict:
+def bench_model(case: str, name: str, cost_spec: str, args, device: str = "auto") -> dict:
+    """Sequential vs fixed-budget certification of one shipped model (see the module docstring); args holds
+    examples, subset and cap."""
     model, meta = load_model(ROOT / case / f"{name}.pt")
     data = load_dataset(f"sample:{ROOT / case / 'test-sample.npz'}")
     chosen = select_examples(data.labels.numpy(), args.examples, None, 0)
     data = data.subset(chosen)
     cost = parse_cost(cost_spec, data.num_classes, data.classes)
     shipped, precision = shipped_certified(case, name, data.indices, cost_spec, EPS[0])
-    smooth = SmoothedClassifier(model, num_classes=data.num_classes, sigma=meta["sigma"], precision=precision)
+    smooth = SmoothedClassifier(model, num_classes=data.num_classes, sigma=meta["sigma"], precision=precision,
+                                device=device)
     x, y, ids = data.images, data.labels.numpy(), data.indices
     t0 = time.perf_counter()
     seq = smooth.certify(x, y, cost, n0=100, n=args.cap, seed=0, indices=ids, sequential=True, eps=list(EPS))
@@ -78,7 +81,8 @@ def bench_model(case: str, name: str, cost_spec: str, args) -> dict:
                     "n_used": int(sub["n_used"].iloc[i])}
                    for i, j in zip(*np.nonzero(d_seq != d_fixed))]
     missed = int((shipped[:k] & ~d_seq[:, 0]).sum())
-    return {"case": case, "checkpoint": name, "cost": cost_spec, "precision": smooth.last_plan["precision"],
+    return {"case": case, "checkpoint": name, "cost": cost_spec, "device": smooth.last_plan["device"],
+            "precision": smooth.last_plan["precision"],
             "examples": len(used), "cap": args.cap, "mean_samples": float(used.mean()),
             "ratio_to_cap": args.cap / max(float(used.mean()), 1.0), "median_samples": float(np.median(used)),
             "max_samples": int(used.max()), "stopped_at_zero": int((used == 0).sum()),

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["environment", "cuda_tests", "throughput", "decisions", "smoothed_classifier", "training", "distributed"]
+STEPS = ["environment", "cuda_tests", "throughput", "decisions", "smoothed_classifier", "sequential", "training",
+         "distributed"]
 
 
 def test_dry_run_walks_every_step(tmp_path):
