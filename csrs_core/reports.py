@@ -49,7 +49,7 @@ class Report:
 
 
 def confidence_line(alpha: float, mode: str) -> str:
-    """How sure each certificate is, in `mode` (design.md section 2)."""
+    """How sure each certificate is, in `mode` (docs/design.md section 2)."""
     if mode == "paper":
         return (f"certificates hold with probability ≥ 1 − 1.5α = {1 - 1.5 * alpha:g} each "
                 f"(paper mode: Algorithm 1 as printed, α = {alpha:g})")
@@ -88,7 +88,7 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     table's `differs` column).
 
     For a real-valued cost matrix, or when `cost_threshold` τ is given (default 0), the table also has
-    expected_cost (the certified expected cost at eps, design.md section 3), rob_cs_tau (Rob_cs(eps, τ))
+    expected_cost (the certified expected cost at eps, docs/design.md section 3), rob_cs_tau (Rob_cs(eps, τ))
     and, against the baseline, d_expected_cost with the p-value p_expected_cost of a two-sided
     paired sign-flip permutation test of the mean of the per-example certified costs (stats)."""
     check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline,

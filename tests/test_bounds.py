@@ -34,7 +34,7 @@ def test_edges_and_closed_forms():
 
 def test_the_radius_kernel_takes_one_n_per_example_and_matches_each_row_alone():
     """radii() with an n per example gives each row what it gives that row alone; per class, the
-    smallest r_k of a safe-top example is R2, and R1/R2 follow design section 2 computed by hand."""
+    smallest r_k of a safe-top example is R2, and R1/R2 follow docs/design.md section 2 computed by hand."""
     from scipy.stats import beta, norm
 
     from csrs_core.certification.radii import radii

@@ -1,4 +1,4 @@
-"""Comparisons never silently mix certification budgets (design.md section 5, "Comparisons"): records
+"""Comparisons never silently mix certification budgets (docs/design.md section 5, "Comparisons"): records
 are chosen together, and every setting in which the records shown differ is named, in `report`
 and on the Explore page."""
 import io

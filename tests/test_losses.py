@@ -13,7 +13,7 @@ def _phi_inv(p):
 
 
 def reference_cs_macer(logits, labels, cost, sigma, lam, g1, g2, beta):
-    """Slow per-example CS-MACER (design.md section 4) in plain Python floats."""
+    """Slow per-example CS-MACER (docs/design.md section 4) in plain Python floats."""
     B, k, m = logits.shape
     i1 = i2 = i3 = 0.0
     picked2, picked3 = [], []

@@ -1,4 +1,4 @@
-"""Real-valued cost matrices (design.md sections 1, 3, 4): validation and the cost grammar, the
+"""Real-valued cost matrices (docs/design.md sections 1, 3, 4): validation and the cost grammar, the
 certified worst-case cost against an independent per-example implementation and against the binary
 certificate, its summaries and paired test, and the cost-weighted CS-MACER / Cohen-R losses (against
 a per-example reference, finite differences, and bit for bit the binary losses as they were)."""
@@ -318,7 +318,7 @@ import importlib, pkgutil
 import csrs_core.certification
 for module in [m.name for m in pkgutil.iter_modules(csrs_core.certification.__path__)]:
     importlib.import_module(f"csrs_core.certification.{module}")   # every stage-B module, explain included
-import csrs_core.cost, csrs_core.certify, csrs_core.metrics          # design section 5's import paths
+import csrs_core.cost, csrs_core.certify, csrs_core.metrics          # docs/design.md section 5's import paths
 import csrs_core.settings                                          # the settings the Python API checks
 assert "torch" not in sys.modules
 print("stage B ran")
@@ -339,7 +339,7 @@ def _phi_inv(p):
 
 def reference_weighted_i3(logits, labels, W, g2, beta):
     """Per example, plain floats: sum of max_{j in Omega} W[y, j] * max(g2 - d_j, 0) over sensitive
-    examples with finite -g2 <= min_j d_j <= g2 (design.md section 4, real-valued C)."""
+    examples with finite -g2 <= min_j d_j <= g2 (docs/design.md section 4, real-valued C)."""
     B, _, m = logits.shape
     total, picked = 0.0, []
     for i in range(B):

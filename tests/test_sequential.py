@@ -1,4 +1,4 @@
-"""Sequential certification (docs/design.md section 9): the confidence sequence's coverage at every
+"""Sequential certification (docs/sequential.md): the confidence sequence's coverage at every
 sample size (Monte Carlo at the boundary), its bounds against Clopper–Pearson, the stopping rule, stage A's
 counts at the stop, records, stage B and the command line's refusals."""
 import shutil
@@ -64,7 +64,7 @@ def test_the_bounds_are_the_ends_of_the_confidence_set():
 
 def test_the_bounds_are_close_to_clopper_pearson_and_never_tighter():
     """At a fixed t the sequence pays for holding at every t: within 0.03 of Clopper–Pearson at n = 1,000 and
-    within 0.005 at n = 100,000 for shares from 0.5 to 1 (the table of docs/design.md)."""
+    within 0.005 at n = 100,000 for shares from 0.5 to 1 (the table of docs/sequential.md)."""
     for t, slack in ((1_000, 0.03), (100_000, 0.005)):
         c = (np.array([0.5, 0.9, 0.99, 1.0]) * t).astype(int)
         cp, cs = lower_confidence_bound(c, t, 0.0005), cs_lower(c, t, 0.0005)

@@ -1,4 +1,4 @@
-"""SmoothedClassifier: the Python API for models in memory (design.md section 5) on stage A's engine."""
+"""SmoothedClassifier: the Python API for models in memory (docs/design.md section 5) on stage A's engine."""
 import subprocess
 import sys
 

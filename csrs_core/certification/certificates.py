@@ -70,7 +70,7 @@ def certify_from_counts(counts0, counts, labels, cost: CostMatrix, sigma: float,
 
 def certified_cost(counts0, counts, labels, cost: CostMatrix, sigma: float, alpha: float = 0.001,
                    eps=0.0, mode: str = "sound", bounds: Bounds = CLOPPER_PEARSON) -> np.ndarray:
-    """The certified worst-case cost of every example (design.md section 3), for a binary or
+    """The certified worst-case cost of every example (docs/design.md section 3), for a binary or
     real-valued cost matrix: with probability at least 1 - alpha over the sampling (mode 'sound';
     1 - 1.5 alpha for 'paper'), no l2 perturbation of norm <= eps makes the smoothed classifier
     predict a class k with C[y, k] > cost[i].

@@ -1,6 +1,6 @@
 """Which certification records are compared side by side, and what differs between them.
 
-One policy for `csrs report` and every dashboard view (design.md section 5, "Comparisons"). The record
+One policy for `csrs report` and every dashboard view (docs/design.md section 5, "Comparisons"). The record
 choice reads only records' metadata (`store.RecordInfo` or anything with `.meta` and
 `.data_id`), so it imports without torch.
 

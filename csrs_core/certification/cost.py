@@ -1,6 +1,6 @@
 """Cost matrices: what each (true class -> predicted class) mistake costs.
 
-An m x m matrix of non-negative, finite reals with a zero diagonal (design.md section 1). The
+An m x m matrix of non-negative, finite reals with a zero diagonal (docs/design.md section 1). The
 binary matrices of the paper (entries 0 or 1) are the special case. Omega_y, the support of row
 y, is all the certificates of section 2 depend on; the weights enter the certified worst-case
 cost (section 3) and cost-weighted training (section 4).

@@ -1,7 +1,7 @@
 """Stage B, per example: the outcome of a certificate at perturbation size ε, why it is what it is,
 and how many samples would change it. numpy, scipy and pandas only (no torch), like `certify`.
 
-Outcome at ε of one example (design.md sections 2 and 3), in this order of precedence:
+Outcome at ε of one example (docs/design.md sections 2 and 3), in this order of precedence:
 - ``certified``: a sensitive example with cost_robust_radius > ε (the event Rob_cs(ε) counts), or a
   non-sensitive one whose standard certificate predicts the true class with R1(α) > ε (Rob_non(ε));
 - ``abstained``: otherwise, when the standard certificate abstains (pred_std == -1: LCB(p_A) at α ≤ 1/2);

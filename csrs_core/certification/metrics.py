@@ -1,4 +1,4 @@
-"""Stage-B metrics (design.md section 3) from a certify_from_counts table."""
+"""Stage-B metrics (docs/design.md section 3) from a certify_from_counts table."""
 from __future__ import annotations
 
 import numpy as np
@@ -97,7 +97,7 @@ def per_class(table: pd.DataFrame, eps: float, class_names=None) -> pd.DataFrame
         })
 
 
-# Certified worst-case cost (design.md section 3), from certify.certified_cost -------------------
+# Certified worst-case cost (docs/design.md section 3), from certify.certified_cost -------------------
 
 def expected_cost(cost_vector) -> float | np.ndarray:
     """The certified expected cost, mean_x cost(x, eps) over all examples (lower is better).

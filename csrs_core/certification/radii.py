@@ -1,5 +1,5 @@
 """The one radius kernel of stage B: the confidence bounds at the mode's levels and the radii that rest
-on them (docs/design.md sections 2, 3 and 9), for arrays of examples.
+on them (docs/design.md sections 2 and 3, docs/sequential.md), for arrays of examples.
 
 Every certificate (the certificate table, the certified worst-case cost, one example's explanation)
 calls `radii`. What the bounds are is a parameter: Clopper–Pearson at a fixed n (the default), a
@@ -40,7 +40,7 @@ VOTE_SHARES = Bounds("vote shares", _shares, _shares)
 
 @dataclass
 class Radii:
-    """The bounds and radii of N examples (design section 2; radii in the input's ℓ2 norm).
+    """The bounds and radii of N examples (docs/design.md section 2; radii in the input's ℓ2 norm).
 
     p_a_lower: LCB(p_A) at α (the standard certificate's); p_a_lower_half: at α/2 (the sound events);
     r1: R1(α) = σ·Φ⁻¹(p_a_lower); r1_term: the R1 term of the mode's radius (R1(α/2) in sound mode, R1(α)

@@ -1,5 +1,5 @@
 """Confidence sequences for a binomial proportion: bounds that hold at every sample size at once, so
-they stay valid at a data-dependent stopping time (docs/design.md section 9).
+they stay valid at a data-dependent stopping time (docs/sequential.md).
 
 The family is Robbins' beta-binomial conjugate mixture with the Krichevsky–Trofimov prior Beta(½, ½):
 for c successes in t draws, M_t(p) = B(c+½, t−c+½) / B(½, ½) / (p^c (1−p)^(t−c)) is a nonnegative

@@ -1,4 +1,4 @@
-"""When a sequentially sampled example may stop (docs/design.md section 9): each requested ε is
+"""When a sequentially sampled example may stop (docs/sequential.md): each requested ε is
 decided when the running radius, read with confidence-sequence bounds, exceeds it (certified) or when
 even optimistic vote shares could not certify it within the cap (futile). Stopping on these rules keeps
 every certificate valid: the bounds hold at any stopping time, and futility only costs power."""

@@ -5,7 +5,7 @@ split, example indices in order, and content digest) were certified on exactly t
 in the same order, so their per-example outcomes are paired. The right test for a difference of
 two proportions on paired binary outcomes is McNemar's test, which uses only the discordant pairs.
 
-Outcomes compared (design.md section 3), each from a certify_from_counts table:
+Outcomes compared (docs/design.md section 3), each from a certify_from_counts table:
 
 - Acc: the standard certificate predicts the true label (`pred_std == label`), over all examples;
 - Rob_cs(eps): `cost_robust_radius > eps`, over the sensitive examples only (the same set for both

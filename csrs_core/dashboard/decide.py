@@ -1,5 +1,5 @@
 """Decide one example at ε from the browser: the checkpoint's smoothed classifier samples that example
-sequentially (docs/design.md section 9) until its deciding radius is decided at ε or the cap is reached."""
+sequentially (docs/sequential.md) until its deciding radius is decided at ε or the cap is reached."""
 from __future__ import annotations
 
 import time

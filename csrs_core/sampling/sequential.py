@@ -1,4 +1,4 @@
-"""Stage A, sequential (docs/design.md section 9): after its n0 selection copies, each example draws
+"""Stage A, sequential (docs/sequential.md): after its n0 selection copies, each example draws
 estimation copies in rounds and stops as soon as a stopping rule says so (certification.sequential:
 every requested ε decided, or the cap reached).
 
@@ -34,7 +34,7 @@ def next_check(t: int, cap: int) -> int:
 @dataclass(frozen=True)
 class StoppingRule:
     """Stop an example when every radius in `eps` is decided for the cost matrix's support, reading the
-    bounds at level `alpha` in sound mode (docs/design.md section 9), or at `cap` estimation copies."""
+    bounds at level `alpha` in sound mode (docs/sequential.md), or at `cap` estimation copies."""
     eps: tuple
     alpha: float
     cost: CostMatrix

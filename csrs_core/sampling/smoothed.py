@@ -1,4 +1,4 @@
-"""A smoothed classifier around any torch module in memory (design.md section 5), with Cohen et al.'s
+"""A smoothed classifier around any torch module in memory (docs/design.md section 5), with Cohen et al.'s
 PREDICT and the paper's cost-sensitive certificates.
 
     g(x) = argmax_c P[f(x + δ) = c],   δ ~ N(0, σ² I),
@@ -97,7 +97,7 @@ class SmoothedClassifier:
                 alpha: float = CERTIFY["alpha"].default, seed: int = 0, mode: str = CERTIFY["mode"].default,
                 indices=None, sequential: bool = False, eps=None):
         """Cost-sensitive certificates (the paper's Algorithm 1) for every example: `sample` then
-        `certify_from_counts` (a pandas DataFrame, one row per example; design.md section 5).
+        `certify_from_counts` (a pandas DataFrame, one row per example; docs/design.md section 5).
 
         With probability at least 1 − α over the sampling (mode 'sound'; 1 − 1.5α in 'paper' mode), for
         every example no ℓ2 perturbation of norm below `cost_robust_radius` makes g predict a class k
@@ -106,7 +106,7 @@ class SmoothedClassifier:
         radius `r1` (Cohen et al.'s CERTIFY). `cost` is a CostMatrix, anything CostMatrix accepts (an
         m × m 0/1 array), or a preset string such as 'seedwise:3' (the CLI's --cost).
 
-        sequential=True with radii `eps` (docs/design.md section 9): each example draws estimation copies
+        sequential=True with radii `eps` (docs/sequential.md): each example draws estimation copies
         until every radius is decided for this cost matrix (certified, or out of reach within n copies,
         which is then the cap), and the certificates read confidence sequences, valid at that stop; the
         table's `n_used` says how many copies each example used. Sound mode only."""

@@ -205,7 +205,7 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     shares into one record (the other ranks return None).
 
     sequential: {"eps": radii, "alpha": α, "cost": CostMatrix} samples each example until every radius
-    is decided for that matrix's support (docs/design.md section 9), n being the cap; the record is then
+    is decided for that matrix's support (docs/sequential.md), n being the cap; the record is then
     read with confidence-sequence bounds (CountsRecord.bounds)."""
     s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
                                  "precision": precision})

@@ -1,4 +1,4 @@
-"""Training losses (design.md section 4). logits: [B, k, m] on k noisy copies of each input."""
+"""Training losses (docs/design.md section 4). logits: [B, k, m] on k noisy copies of each input."""
 from __future__ import annotations
 
 import torch
@@ -107,7 +107,7 @@ def cs_macer_loss(logits, labels, cost, sigma: float, lam: float = 3.0,
     I3 (sensitive examples): hinge gamma2 - d_cs on -gamma2 <= d_cs <= gamma2, where
     d_cs = Phi^-1(max safe q) - Phi^-1(max costly q). I2: MACER's hinge with gamma1 over
     non-sensitive examples and pairwise-like sensitive rows (|Omega_y| < m - 1). With real costs
-    (design.md section 4) I3 is the worst weighted hinge max_j C[y, j] * max(gamma2 - d_j, 0) over
+    (docs/design.md section 4) I3 is the worst weighted hinge max_j C[y, j] * max(gamma2 - d_j, 0) over
     j in Omega_y, d_j = Phi^-1(max safe q) - Phi^-1(q[j]), on the same rows (min_j d_j = d_cs)."""
     B, m = labels.shape[0], logits.shape[-1]
     i1, q = _smoothed(logits, labels, beta)
