@@ -129,6 +129,7 @@ def positive_float(name, default, help_, **kw):
 
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+MAX_SIGMA = 4.0  # noise std in [0, 1] pixel units: beyond this an image is pure noise (the literature uses ≤ 1)
 MAX_SAMPLES = 10_000_000  # noisy copies per example: 100x the largest n in the literature (Cohen et al.: 100,000)
 DEVICE_HELP = "auto (the GPU when one is present, else the CPU), cpu, cuda or cuda:N"
 
@@ -152,7 +153,7 @@ CERTIFY = {o.name: o for o in (
          low=0, high=1, low_open=True, high_open=True),
     positive_int("batch", None, "noisy copies per forward pass (default: chosen for the device and model)"),
     positive_float("sigma", None, "noise level σ of the smoothed classifier (default: the checkpoint's "
-                   "training σ)"),
+                   "training σ)", high=MAX_SIGMA),
     _opt("seed", int, 0, "seed of the certification noise (each example draws from its own stream)", low=0,
          high=2**32 - 1),
     _opt("cost", str, "overall", "cost matrix: overall, seedwise:3, seedwise:2,4, pairwise:3>5, "
@@ -185,7 +186,8 @@ TRAIN = {o.name: o for o in (
     _opt("out", str, None, "checkpoint to write (NAME or NAME.pt); rerunning the same command resumes it",
          required=True),
     _opt("arch", str, "resnet20", "architecture (see the README's list)"),
-    positive_float("sigma", 0.25, "noise level σ used in training (and by default in certification)"),
+    positive_float("sigma", 0.25, "noise level σ used in training (and by default in certification)",
+                   high=MAX_SIGMA),
     positive_int("epochs", 10, "passes over the training set"),
     positive_int("batch", 64, "images per step (each used gauss_num times with noise)"),
     positive_float("lr", 0.1, "SGD learning rate at the start of the schedule"),
@@ -215,6 +217,14 @@ TRAIN = {o.name: o for o in (
     positive_int("threads", None, "CPU threads for PyTorch (default: PyTorch's choice)"),
     _opt("progress", str, None, "progress file (default: OUT.progress.jsonl)"),
     positive_int("log_every", 10, "steps between progress lines"),
+)}
+
+# ------------------------------------------------------------------------------------- import
+NORMALISATION = {o.name: o for o in (
+    _opt("mean", tuple, None, "normalisation mean per channel, comma-separated (default: the format's)",
+         low=0, high=1),
+    _opt("std", tuple, None, "normalisation std per channel, comma-separated (default: the format's)",
+         low=0.001, high=10),
 )}
 
 # ------------------------------------------------------------------------------------- report

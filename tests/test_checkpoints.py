@@ -76,3 +76,22 @@ def test_corrupt_truncated_foreign_and_mismatched(tmp_path):
     save_checkpoint(tmp_path / "wrong.pt", build_model("resnet20", 3, META["mean"], META["std"]), META)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "wrong.pt")
+
+
+def test_a_flipped_byte_in_a_saved_tensor_is_refused_as_corrupt(tmp_path):
+    """save_checkpoint stores a digest of the tensors; one changed byte in the file's largest tensor (the zip
+    entry's data, found from its local header) makes every load refuse it, naming it corrupt."""
+    import struct
+    import zipfile
+    path = tmp_path / "a.pt"
+    meta = {"arch": "resnet8", "classes": list("abcd"), "dataset": "synthetic", "sigma": 0.25,
+            "method": "gaussian", "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_checkpoint(path, build_model("resnet8", 4, meta["mean"], meta["std"]), meta)
+    assert len(read_meta(path)["tensors_sha256"]) == 64
+    info = max((i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="is corrupt: its weights do not match the digest"):
+        load_model(path)

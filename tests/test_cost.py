@@ -15,7 +15,7 @@ def test_presets_and_omega():
 
 @pytest.mark.parametrize("matrix, words", [
     ([[0, 1, 0]], "square"),
-    ([[0, -1], [0, 0]], "non-negative"),
+    ([[0, -1], [0, 0]], r"must lie in \[0, 1e\+09\]"),
     ([[0, float("nan")], [0, 0]], "finite"),
     ([[1, 0], [0, 0]], "diagonal"),
     ([["a", 0], [0, 0]], "numeric"),

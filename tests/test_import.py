@@ -206,6 +206,32 @@ def test_mean_std_override(tmp_path):
     assert meta["mean"] == [0.5] * 3 and meta["std"] == [0.25] * 3
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--mean", "1e308,0,0", "--std", "1e-308,1,1"], "--mean = '1e308,0,0' is not allowed"),
+    (["--mean", "0.5,0.5,0.5", "--std", "1e-308,1,1"], "--std = '1e-308,1,1' is not allowed"),
+    (["--mean", "0.5,0.5", "--std", "0.2,0.2"], "3 values each"),
+    (["--sigma", "1e308"], "--sigma = '1e308' is not allowed"),
+])
+def test_the_import_command_bounds_sigma_and_the_statistics(tmp_path, capsys, args, words):
+    from csrs_core.cli import commands as cli
+    src, out = tmp_path / "macer.pth", tmp_path / "imported.pt"
+    macer_file(src)
+    base = [str(src), "--out", str(out), "--arch", "resnet8", "--dataset", "cifar10"]
+    code = cli.main(["import", *base, *(args if "--sigma" in args else ["--sigma", "0.25", *args])])
+    assert code == 2 and words in capsys.readouterr().err and not out.exists()
+
+
+def test_an_imported_model_with_non_finite_logits_is_refused(tmp_path):
+    src, out = tmp_path / "macer.pth", tmp_path / "imported.pt"
+    macer_file(src)
+    payload = torch.load(src, weights_only=True)
+    payload["net"] = {k: torch.full_like(v, float("nan")) if k == "fc.weight" else v for k, v in payload["net"].items()}
+    torch.save(payload, src)
+    with pytest.raises(CheckpointError, match="the imported model returns non-finite logits"):
+        import_checkpoint(src, out, "resnet8", "cifar10", 0.25)
+    assert not out.exists()
+
+
 def test_detect_format(tmp_path):
     for fmt, (build, *_rest) in CASES.items():
         build(tmp_path / f"{fmt}.pth")

@@ -25,8 +25,9 @@ from csrs_core.training.losses import _smoothed, _weighted_hinge_sum, cohen_r_lo
 # the matrix and its grammar
 
 @pytest.mark.parametrize("matrix, words", [
-    ([[0, -1], [0, 0]], r"non-negative; entry \[0, 1\] is -1"),
-    ([[0, 0], [-0.25, 0]], r"non-negative; entry \[1, 0\] is -0.25"),
+    ([[0, -1], [0, 0]], r"must lie in \[0, 1e\+09\] .*; entry \[0, 1\] is -1"),
+    ([[0, 1e308], [0, 0]], r"must lie in \[0, 1e\+09\] .*; entry \[0, 1\] is 1e\+308"),
+    ([[0, 0], [-0.25, 0]], r"entry \[1, 0\] is -0.25"),
     ([[0, float("nan")], [0, 0]], r"finite; entry \[0, 1\] is nan"),
     ([[0, 0], [float("inf"), 0]], r"finite; entry \[1, 0\] is inf"),
     ([[0, 1, 0], [0, 0, 0], [0, 0, 2.5]], r"diagonal entry \[2, 2\] is 2.5"),

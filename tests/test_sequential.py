@@ -1,12 +1,14 @@
 """Sequential certification (docs/sequential.md): the confidence sequence's coverage at every
 sample size (Monte Carlo at the boundary), its bounds against Clopper–Pearson, the stopping rule, stage A's
 counts at the stop, records, stage B and the command line's refusals."""
+import re
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import betaln
 
 from csrs_core import CostMatrix, certify_from_counts
@@ -175,3 +177,31 @@ def test_the_command_line_certifies_sequentially_and_writes_n_used(synthetic_che
     import pandas as pd
     table = pd.read_csv(tmp_path / "r.csv")
     assert table["n_used"].between(0, 5_000).all() and table["n_used"].mean() < 5_000
+
+
+class _Broken(torch.nn.Module):
+    """A model whose output is NaN logits, or one row whatever the batch."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind, self.w = kind, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        if self.kind == "nan":
+            return torch.full((len(x), 4), float("nan")) + self.w
+        return torch.zeros(1, 4) + self.w
+
+
+@pytest.mark.parametrize("kind, words", [("nan", "non-finite logits"), ("one row", "(1, 4)")])
+def test_a_model_without_finite_logits_per_image_is_refused_everywhere(kind, words, small, tmp_path, monkeypatch):
+    """Before any sampling: in the Python API, and for a checkpoint (the CLI and dashboard jobs run through
+    counts_record), naming the checkpoint and what came back."""
+    from csrs_core import CSRSError, SmoothedClassifier
+    from csrs_core.sampling import stage_a
+    with pytest.raises(CSRSError, match=f"the model returns {re.escape(words)}"):
+        SmoothedClassifier(_Broken(kind), num_classes=4, sigma=0.25, device="cpu").certify(
+            small.images[:2], [0, 1], "overall", n0=10, n=10)
+    monkeypatch.setattr(stage_a, "_load_unchanged", lambda checkpoint, m: (_Broken(kind), {"sigma": 0.25}, "d"))
+    with pytest.raises(CSRSError, match=f"broken.pt: its model returns {re.escape(words)}"):
+        counts_record(tmp_path / "broken.pt", small, n0=10, n=10, precision="fp32")
+    assert not (tmp_path / "broken.certs").exists()

@@ -162,7 +162,7 @@ def test_bad_input_is_refused_with_a_message_naming_it(images):
         (lambda: smooth.certify(images, [0, 1, 2, 3, 4, 0], CostMatrix.overall(M), n0=1, n=1), "labels"),
         (lambda: smooth.certify(images, [0] * 6, CostMatrix.overall(M), n0=1, n=1, mode="loose"), "--mode"),
         (lambda: SmoothedClassifier(tiny_cnn(m=5), num_classes=M, sigma=0.25, device="cpu").sample(
-            images, n0=1, n=1), "num_classes = 4, but the model returns (1, 5)"),
+            images, n0=1, n=1), "num_classes = 4, but the model returns (3, 5)"),
         (lambda: SmoothedClassifier(tiny_cnn(), num_classes=M, sigma=0.0), "--sigma = 0.0"),
         (lambda: SmoothedClassifier(tiny_cnn(), num_classes=1, sigma=0.25), "num_classes = 1"),
         (lambda: SmoothedClassifier(tiny_cnn(), num_classes=M, sigma=0.25, precision="int8"), "--precision"),

@@ -20,6 +20,9 @@ import numpy as np
 from csrs_core import CSRSError
 
 
+MAX_COST = 1e9  # the largest entry: sums and means of certified costs over any data set stay finite
+
+
 class CostMatrixError(CSRSError, ValueError):
     """A cost matrix that cannot be used; the message names the problem."""
 
@@ -45,11 +48,12 @@ class CostMatrix:
             j, k = bad[0]
             raise CostMatrixError(
                 f"cost matrix entries must be finite; entry [{j}, {k}] is {_num(arr[j, k])}")
-        bad = np.argwhere(arr < 0)
+        bad = np.argwhere((arr < 0) | (arr > MAX_COST))
         if len(bad):
             j, k = bad[0]
             raise CostMatrixError(
-                f"cost matrix entries must be non-negative; entry [{j}, {k}] is {_num(arr[j, k])}")
+                f"cost matrix entries must lie in [0, {MAX_COST:g}] (costs are relative: scale them down); entry "
+                f"[{j}, {k}] is {_num(arr[j, k])}")
         diag = np.flatnonzero(np.diag(arr))
         if len(diag):
             d = diag[0]

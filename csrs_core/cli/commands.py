@@ -30,6 +30,7 @@ def cmd_certify(a):
     from csrs_core.certification.cost import parse_cost
     from csrs_core.certification.metrics import expected_cost, summarize
     from csrs_core.data import load_dataset, select_examples
+    from csrs_core.models.checkpoints import read_meta
     from csrs_core.runtime.device import set_threads
     from csrs_core.sampling.stage_a import counts_record
 
@@ -61,6 +62,10 @@ def cmd_certify(a):
                            sequential=sequential)
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return 0
+    if "tensors_sha256" not in read_meta(s["checkpoint"]):
+        print(f"note: {s['checkpoint']} carries no digest of its weights (saved by another tool or an older CSRS), so "
+              "a changed byte in them could not be detected; `csrs import` or a new training run adds one",
+              file=sys.stderr)
     read = {"sigma": record.meta["sigma"], "alpha": s["alpha"], "mode": s["mode"], "bounds": record.bounds}
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost, **read)
     costs = None if cost.is_binary and not s["out"] else certified_cost(
@@ -165,14 +170,8 @@ def cmd_jobs(a):
 
 def cmd_import(a):
     from csrs_core.interop.importers import import_checkpoint
-    try:
-        mean = [float(x) for x in a.mean.split(",")] if a.mean else None
-        std = [float(x) for x in a.std.split(",")] if a.std else None
-    except ValueError:
-        raise SettingError(f"--mean / --std must be comma-separated numbers, e.g. 0.4914,0.4822,0.4465; "
-                           f"got {a.mean!r} / {a.std!r}") from None
     sigma = TRAIN["sigma"].check(a.sigma, "--sigma")
-    meta = import_checkpoint(a.src, a.out, a.arch, a.dataset, sigma, a.format, mean, std)
+    meta = import_checkpoint(a.src, a.out, a.arch, a.dataset, sigma, a.format, a.mean or None, a.std or None)
     print(f"{a.out}: {meta['arch']} on {meta['dataset']} ({len(meta['classes'])} classes), sigma {meta['sigma']}, "
           f"from {meta.get('source_format')} file {meta.get('source_file')}")
     return 0

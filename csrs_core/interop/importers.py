@@ -25,17 +25,17 @@ Files are read with torch.load(weights_only=True) only; nothing is loaded partia
 refusal is a CheckpointError naming what does not fit, and no output file is written then."""
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from csrs_core.settings import TRAIN
+from csrs_core.settings import NORMALISATION, TRAIN
 from csrs_core.data import DATASETS, IMAGENET_MEAN, IMAGENET_STD
 from csrs_core.models.architectures import CifarResNet, architectures, build_model, canonical_arch
 from csrs_core.models.checkpoints import FORMAT, CheckpointError, file_digest, safe_load, save_checkpoint
+from csrs_core.sampling.counts import check_logits
 
 FORMATS = ("auto", "cohen", "macer", "cs-rs", "torchvision")
 
@@ -73,6 +73,7 @@ def import_checkpoint(src, out, arch: str | None, dataset: str, sigma: float, fm
                               f"without its files; choose one of {', '.join(DATASET_CLASSES)}")
     classes = list(DATASET_CLASSES[dataset])
     sigma = TRAIN["sigma"].check(sigma, "--sigma")
+    mean, std = _checked_statistics(mean, std)
     if out.suffix != ".pt":
         raise CheckpointError(f"--out {out} must end in .pt (the checkpoint listings show only .pt files)")
     if out.exists():
@@ -109,6 +110,10 @@ def import_checkpoint(src, out, arch: str | None, dataset: str, sigma: float, fm
         raise CheckpointError(f"{src}: weights do not fit architecture {arch}: "
                               f"{str(exc).splitlines()[0]}") from None
 
+    size = 32 if kind == "cifar" else 64
+    check_logits(model, torch.rand((3, size, size), generator=torch.Generator().manual_seed(0)), len(classes), sigma,
+                 torch.device("cpu"), "fp32", f"{src}: the imported model", error=CheckpointError,
+                 outcome="nothing was written")
     meta = {"arch": arch, "classes": classes, "dataset": dataset, "sigma": sigma, "method": method,
             "mean": [float(x) for x in mean], "std": [float(x) for x in std],
             "source_file": src.name, "source_sha256": file_digest(src), "source_format": fmt}
@@ -367,14 +372,22 @@ def _check_and_map(state: dict, expected: dict[str, str], target: dict, arch: st
             for theirs, ours in expected.items()}
 
 
+def _checked_statistics(mean, std) -> tuple:
+    """The caller's mean and std (or None, None), checked against their settings: both or neither, three
+    values each, within range."""
+    mean, std = NORMALISATION["mean"].check(mean), NORMALISATION["std"].check(std)
+    if (mean is None) != (std is None):
+        raise CheckpointError("give both --mean and --std, or neither")
+    if mean is None:
+        return None, None
+    if len(mean) != 3 or len(std) != 3:
+        raise CheckpointError(f"--mean / --std need 3 values each (one per colour channel); got {mean}, {std}")
+    return mean, std
+
+
 def _normalisation(fmt, dataset, has_norm_layer, file_norm, mean, std, src):
     """(mean, std) for the CSRS Normalize layer: the caller's, else the file's, else the format's."""
-    if (mean is None) != (std is None):
-        raise CheckpointError("give both mean and std, or neither")
     if mean is not None:
-        mean, std = tuple(float(x) for x in mean), tuple(float(x) for x in std)
-        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(x) for x in mean + std) or min(std) <= 0:
-            raise CheckpointError(f"--mean / --std need 3 finite values each, std positive; got {mean}, {std}")
         return mean, std
     if file_norm is not None:
         return file_norm

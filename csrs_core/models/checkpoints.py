@@ -33,9 +33,9 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict, train_state: dict 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
-    meta = dict(meta, code_version=__version__)
-    payload = {"format": FORMAT, "meta_json": json.dumps(meta),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = dict(meta, code_version=__version__, tensors_sha256=tensors_digest(state))
+    payload = {"format": FORMAT, "meta_json": json.dumps(meta), "state_dict": state}
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path) as tmp:
@@ -107,6 +107,20 @@ def _check_contents(path, payload: dict) -> None:
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors (weights)")
+    if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(state):
+        raise CheckpointError(f"{path} is corrupt: its weights do not match the digest stored when it was saved "
+                              "(a changed byte?); nothing was loaded from it")
+
+
+def tensors_digest(state: dict) -> str:
+    """sha256 over every tensor of a state dict (name, dtype, shape and values, in name order): what a
+    checkpoint stores when saved and checks when read."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(state[name].shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def read_meta(path) -> dict:

@@ -12,9 +12,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from csrs_core import CSRSError
 from csrs_core.runtime.device import autocast
 
 NOISE_BLOCK = 500
+CHECK_COPIES = 3  # the first pass checks the model's output on this many noisy copies (an odd batch)
 # Names the noise and counting scheme; part of every record's key. Change it whenever a change to
 # this module would give other counts for the same model, data, sigma, n0, n and seed.
 SAMPLING_SCHEME = "csrs-noise-v1"
@@ -89,6 +91,29 @@ class NoisyVotes:
         self.counts.index_add_(0, self.rows[:batch] * self.m + pred, self.ones)
         if self.on_batch:
             self.on_batch(real)
+
+
+@torch.inference_mode()
+def check_logits(model: torch.nn.Module, image: torch.Tensor, num_classes: int, sigma: float, device: torch.device,
+                 precision: str, what: str, hint: str = "", error=CSRSError, outcome: str = "nothing was sampled") -> None:
+    """One forward pass on CHECK_COPIES noisy copies of `image` (uint8 0..255 or floats in [0, 1], [C, H, W]; a
+    fixed noise stream, never counted): CSRSError unless the model returns finite logits
+    [CHECK_COPIES, num_classes] (`error`, whose message names the model as `what`, e.g. "cohen.pt: its model",
+    and ends with `outcome`)."""
+    x = image.to(device).float()
+    x = x / 255.0 if image.dtype == torch.uint8 else x
+    gen = torch.Generator(device).manual_seed(0)
+    noisy = x + sigma * torch.randn((CHECK_COPIES, *x.shape), generator=gen, device=device)
+    with autocast(device, precision):
+        out = model.to(device).eval()(noisy.contiguous(memory_format=torch.channels_last))
+    if not isinstance(out, torch.Tensor) or out.shape != (CHECK_COPIES, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    elif not torch.isfinite(out).all():
+        got = f"non-finite logits ({int((~torch.isfinite(out)).sum())} NaN or infinite values)"
+    else:
+        return
+    raise error(f"{what} returns {got} for a batch of {CHECK_COPIES} noisy images of shape {tuple(x.shape)}: it "
+                f"must return finite logits [batch, {num_classes}]{hint}; {outcome}")
 
 
 @torch.inference_mode()

@@ -22,8 +22,8 @@ from csrs_core.certification.sequences import BETA_BINOMIAL
 from csrs_core.certification.sequential import check_eps
 from csrs_core.certification.cost import CostMatrix, parse_cost
 from csrs_core.settings import CERTIFY, SettingError, check_settings
-from csrs_core.runtime.device import autocast, pick_device
-from csrs_core.sampling.counts import SAMPLING_SCHEME, sample_counts
+from csrs_core.runtime.device import pick_device
+from csrs_core.sampling.counts import SAMPLING_SCHEME, check_logits, sample_counts
 from csrs_core.sampling.plan import choose_plan
 from csrs_core.sampling.sequential import FIRST_ROUND, StoppingRule, sample_sequential
 
@@ -157,7 +157,8 @@ class SmoothedClassifier:
             expected_n = n if rule is None else max(FIRST_ROUND, n // 20)
             plan = choose_plan(self.model, self.device, self.precision, self.batch, tuple(pixels.shape[1:]),
                                samples=N * (n0 + expected_n))
-            self._check_output(pixels[:1], plan.precision)
+            check_logits(self.model, pixels[0], m, self.sigma, self.device, plan.precision,
+                         f"num_classes = {m}, but the model", "; pass the width of its output as num_classes")
             runnable = plan.runnable(self.device)
             self.last_plan = {"device": str(self.device), "precision": plan.precision, "batch": plan.batch,
                               "compiled": plan.compiled, "batchnorm_folded": plan.folded,
@@ -179,19 +180,6 @@ class SmoothedClassifier:
             for module, training in flags:
                 module.training = training
         return counts0, counts
-
-    @torch.inference_mode()
-    def _check_output(self, first: torch.Tensor, precision: str) -> None:
-        """One forward pass on the first image: the model must return logits [1, num_classes]."""
-        x = (first.to(self.device).float() / 255.0).contiguous(memory_format=torch.channels_last)  # not in place
-        with autocast(self.device, precision):
-            out = self.model(x)
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != self.num_classes:
-            raise SettingError(f"num_classes = {self.num_classes}, but the model returns {shape} for one "
-                               f"image of shape {tuple(first.shape[1:])}: it must return logits "
-                               f"[batch, num_classes]; pass the width of its output as num_classes")
-
 
 def predict_from_counts(counts, alpha: float) -> np.ndarray:
     """Cohen et al.'s PREDICT from counts [N, m] of n noisy copies each: the top class where the

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from csrs_core import CSRSError
@@ -20,7 +21,7 @@ from csrs_core.models.checkpoints import CheckpointError, file_digest, load_mode
 from csrs_core.runtime.device import distributed_setup
 from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
-from csrs_core.sampling.counts import sample_counts
+from csrs_core.sampling.counts import check_logits, sample_counts
 from csrs_core.sampling.plan import PRECISIONS, choose_plan, machine_id, review
 from csrs_core.sampling.sequential import FIRST_ROUND, StoppingRule, sample_sequential
 from csrs_core.sampling.store import (
@@ -212,6 +213,9 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     progress = progress or ProgressLog(None)
     model, ckpt_meta, digest = _load_unchanged(checkpoint, data.num_classes)
     sigma = float(ckpt_meta["sigma"] if s["sigma"] is None else s["sigma"])
+    if len(data):
+        check_logits(model, data.images[0], data.num_classes, sigma, torch.device("cpu"), "fp32",
+                     f"{Path(checkpoint).name}: its model")
     rule = None if sequential is None else StoppingRule(
         check_eps(sequential["eps"], sigma, s["n"], sequential["alpha"]), sequential["alpha"], sequential["cost"],
         s["n"], sigma)
