@@ -239,3 +239,22 @@ def test_counts_equal_the_certification_runners_record(tmp_path):
     assert list(data.indices) == list(range(20, 30)) and (counts.max(1) < 40).sum() >= 3  # noise matters
     np.testing.assert_array_equal(counts0, record.counts0)
     np.testing.assert_array_equal(counts, record.counts)
+
+
+def test_a_plan_is_made_once_per_shape_and_again_when_the_weights_change(images, monkeypatch):
+    from csrs_core.sampling import smoothed as module
+    made = []
+    real = module.choose_plan
+    monkeypatch.setattr(module, "choose_plan", lambda *a, **k: made.append(a[4]) or real(*a, **k))
+    model = tiny_cnn()
+    smooth = SmoothedClassifier(model, num_classes=M, sigma=0.25, device="cpu", precision="fp32")
+    first = smooth.sample(images, n0=5, n=20, seed=1)
+    again = smooth.sample(images, n0=5, n=20, seed=1)
+    assert len(made) == 1 and all(np.array_equal(a, b) for a, b in zip(first, again))
+    with torch.no_grad():
+        next(model.parameters()).mul_(-1.0)           # new weights: folded again
+    smooth.sample(images, n0=5, n=20, seed=1)
+    assert len(made) == 2
+    smooth.replan()
+    smooth.sample(images, n0=5, n=20, seed=1)
+    assert len(made) == 3

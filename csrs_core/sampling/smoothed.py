@@ -24,7 +24,7 @@ from csrs_core.certification.cost import CostMatrix, parse_cost
 from csrs_core.settings import CERTIFY, SettingError, check_settings
 from csrs_core.runtime.device import pick_device
 from csrs_core.sampling.counts import SAMPLING_SCHEME, check_logits, sample_counts
-from csrs_core.sampling.plan import choose_plan
+from csrs_core.sampling.plan import MEASURE_WORTH_SAMPLES, choose_plan
 from csrs_core.sampling.sequential import FIRST_ROUND, StoppingRule, sample_sequential
 
 ABSTAIN = -1
@@ -46,6 +46,10 @@ class SmoothedClassifier:
                  part of what the base classifier is; after each call `last_plan` says which one ran.
     batch:       noisy images per forward pass ('auto' or None: chosen with the precision). It never
                  changes the counts, only the speed and the memory used.
+
+    The plan (precision, batch, the BatchNorm-folded copy that runs) is made once per input shape and
+    reused while the model's weights are unchanged (an in-place update or a replaced tensor makes a
+    new one); `replan()` forgets it.
 
     While sampling the model is in eval mode under torch.inference_mode; afterwards every submodule's
     training flag is restored. Its weights are never changed; the sampler may store conv weights
@@ -73,6 +77,7 @@ class SmoothedClassifier:
         self.device = pick_device(device)
         self.model.to(self.device)
         self.last_plan: dict | None = None
+        self._plans: dict = {}   # (input shape, large job) -> (weights' identity, plan, module it runs)
 
     def __repr__(self):
         return (f"SmoothedClassifier({type(self.model).__name__}, num_classes={self.num_classes}, "
@@ -155,11 +160,7 @@ class SmoothedClassifier:
         flags = [(module, module.training) for module in self.model.modules()]
         try:
             expected_n = n if rule is None else max(FIRST_ROUND, n // 20)
-            plan = choose_plan(self.model, self.device, self.precision, self.batch, tuple(pixels.shape[1:]),
-                               samples=N * (n0 + expected_n))
-            check_logits(self.model, pixels[0], m, self.sigma, self.device, plan.precision,
-                         f"num_classes = {m}, but the model", "; pass the width of its output as num_classes")
-            runnable = plan.runnable(self.device)
+            plan, runnable = self._plan(pixels, N * (n0 + expected_n))
             self.last_plan = {"device": str(self.device), "precision": plan.precision, "batch": plan.batch,
                               "compiled": plan.compiled, "batchnorm_folded": plan.folded,
                               "sampling_scheme": SAMPLING_SCHEME}
@@ -180,6 +181,28 @@ class SmoothedClassifier:
             for module, training in flags:
                 module.training = training
         return counts0, counts
+
+    def _plan(self, pixels: torch.Tensor, samples: int):
+        """(plan, the module it runs) for images shaped like `pixels`: made once per input shape, weights
+        and size class of job (small jobs never measure), then reused; the first pass's logits are checked
+        when a plan is made."""
+        weights = tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        key = (tuple(pixels.shape[1:]), samples >= MEASURE_WORTH_SAMPLES)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] == weights:
+            return cached[1], cached[2]
+        plan = choose_plan(self.model, self.device, self.precision, self.batch, key[0], samples=samples)
+        m = self.num_classes
+        check_logits(self.model, pixels[0], m, self.sigma, self.device, plan.precision,
+                     f"num_classes = {m}, but the model", "; pass the width of its output as num_classes")
+        runnable = plan.runnable(self.device)
+        self._plans[key] = (weights, plan, runnable)
+        return plan, runnable
+
+    def replan(self) -> None:
+        """Forget the plans made so far: the next call chooses precision and batch (and measures) again."""
+        self._plans.clear()
+
 
 def predict_from_counts(counts, alpha: float) -> np.ndarray:
     """Cohen et al.'s PREDICT from counts [N, m] of n noisy copies each: the top class where the
