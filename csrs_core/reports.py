@@ -13,7 +13,8 @@ from csrs_core import CSRSError
 from csrs_core.certification.certificates import certified_cost, certify_from_counts
 from csrs_core.certification.comparisons import differing_fields, metrics_row, row_differences, with_holm
 from csrs_core.certification.cost import parse_cost
-from csrs_core.certification.metrics import expected_cost, rob_cs_at
+from csrs_core.certification.metrics import (abstention_rate, average_certified_radius, eps_curve, expected_cost,
+                                             rob_cs_at)
 from csrs_core.certification.stats import paired_comparison, paired_cost_comparison
 from csrs_core.models.checkpoints import list_checkpoints
 from csrs_core.sampling.store import load_record, select_for_comparison
@@ -24,6 +25,7 @@ STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
 INTERVAL_COLUMNS = ["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi", "p_acc_holm", "p_rob_cs_holm"]
 TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS
 COST_COLUMNS = ["expected_cost", "rob_cs_tau", "d_expected_cost", "p_expected_cost"]  # real-valued costs, or τ given
+RADIUS_COLUMNS = ["acr", "abstain", "budget"]  # every table: ACR, abstention and the record's Monte Carlo budget
 SAMPLES = "samples_per_example"  # mean estimation samples per example, added when a record is sequential
 DIFFERS = "differs"  # last column, added only when the records compared differ in some setting
 
@@ -34,7 +36,8 @@ class Report:
 
     header: what the numbers mean (cost, eps, the certificates' confidence in this mode, and the
     paired tests' baseline), for a reader to print above the table; baseline: the reference
-    checkpoint of d_*/p_* (None for an empty table).
+    checkpoint of d_*/p_* (None for an empty table); eps: the radii of the table's metric columns
+    (metric_columns), each once in the order given, the paired tests at the first.
 
     differences: one line per setting in which the records compared differ (the examples, σ, n0,
     n, seed, precision, scheme), each naming every checkpoint's value ("a: n = 400, b: n = 40"),
@@ -46,6 +49,28 @@ class Report:
     header: str = ""
     baseline: str | None = None
     differences: list[str] = field(default_factory=list)
+    eps: tuple = ()
+
+
+def eps_column(metric: str, eps: float) -> str:
+    """The name of a metric's column at one of several ε: 'cert_acc@0.25', 'rob_cs@0.5'."""
+    return f"{metric}@{eps:g}"
+
+
+def metric_columns(eps: tuple) -> list[str]:
+    """The table's first columns, checkpoint to the metrics at ε: COLUMNS for one ε; for several,
+    checkpoint, method, acc, then cert_acc@ε for each ε and rob_cs@ε for each ε."""
+    if len(eps) == 1:
+        return COLUMNS
+    return COLUMNS[:3] + [eps_column("cert_acc", e) for e in eps] + [eps_column("rob_cs", e) for e in eps]
+
+
+def budget(meta: dict, n_used) -> str:
+    """A record's Monte Carlo budget per example: 'n0=100, n=1000', or for a sequential record its cap
+    and the mean estimation samples spent ('sequential, cap n=100,000, mean 2,345 samples')."""
+    if meta.get("sequential"):
+        return f"sequential, cap n={meta['n']:,}, mean {float(np.mean(n_used)):,.0f} samples"
+    return f"n0={meta['n0']}, n={meta['n']}"
 
 
 def confidence_line(alpha: float, mode: str) -> str:
@@ -69,10 +94,17 @@ def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
     raise SettingError(f"--baseline = {baseline!r} {why} under {folder}; choose one of: {', '.join(names)}")
 
 
-def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode: str = "sound",
+def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = "sound",
                  baseline: str | None = None, cost_threshold: float | None = None) -> Report:
     """Metrics per checkpoint under `folder` from its chosen record (csrs_core.sampling.store.select_for_comparison), and
     paired tests of every checkpoint against `baseline`.
+
+    eps: one perturbation size or several (a sequence, or '0,0.25,0.5'). With one, the metric columns
+    are COLUMNS. With several, they are acc, cert_acc@ε (certified accuracy: the share of all examples
+    whose standard certificate predicts the true class with R1(α) > ε) and rob_cs@ε (Rob_cs(ε)) for
+    each ε (metric_columns), and the paired tests, the intervals and the costs below are at the first ε.
+    Every table also has acr (the average certified radius), abstain (the share of examples whose
+    standard certificate abstains) and budget (the record's Monte Carlo budget, see `budget`).
 
     baseline: a checkpoint name as in the table (relative to `folder`, without .pt); by default the
     one whose method is 'gaussian' if exactly one is, else the first row. For every checkpoint whose
@@ -91,8 +123,9 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     expected_cost (the certified expected cost at eps, docs/design.md section 3), rob_cs_tau (Rob_cs(eps, τ))
     and, against the baseline, d_expected_cost with the p-value p_expected_cost of a two-sided
     paired sign-flip permutation test of the mean of the per-example certified costs (stats)."""
-    check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline,
-                            "cost_threshold": cost_threshold})
+    checked = check_settings(REPORT, {"eps": eps, "alpha": alpha, "mode": mode, "baseline": baseline,
+                                      "cost_threshold": cost_threshold})
+    eps = tuple(dict.fromkeys(checked["eps"]))  # in the order given, each once
     folder = Path(folder)
 
     def name_of(ckpt) -> str:
@@ -112,22 +145,25 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
         if cost is not None:
             costs[name] = cost
         rows.append(row)
-    columns = TABLE_COLUMNS + (COST_COLUMNS if costs else [])
+    cost_columns = COST_COLUMNS if costs else []
+    columns = (metric_columns(eps) + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS + cost_columns
+               + RADIUS_COLUMNS)
     df = pd.DataFrame(rows, columns=columns)
-    for c in STAT_COLUMNS + INTERVAL_COLUMNS + (COST_COLUMNS if costs else []):
+    for c in metric_columns(eps)[2:] + STAT_COLUMNS + INTERVAL_COLUMNS + cost_columns + ["acr", "abstain"]:
         df[c] = df[c].astype(float)
     if any(i.meta.get("sequential") for i in infos.values()):  # what each row's sampling spent
         df[SAMPLES] = [row[SAMPLES] for row in rows]
     if differences:  # each row's values of the differing settings, on its line (last, so columns keep their places)
         df[DIFFERS] = df["checkpoint"].map(row_differences(infos))
-    header = f"cost {cost_spec}, ε = {eps:g}: {confidence_line(alpha, mode)}"
+    header = _header(cost_spec, eps, alpha, mode, bool(costs))
     if df.empty:
-        return Report(df, notes, header, None, differences)
+        return Report(df, notes, header, None, differences, eps)
     ref = _pick_baseline(df, folder, baseline)
     for i, name in enumerate(df["checkpoint"]):
-        _paired_columns(df, i, name, ref, tables, infos, costs, eps, notes)
+        _paired_columns(df, i, name, ref, tables, infos, costs, eps[0], notes)
     df = with_holm(df)
-    header += (f"\npaired tests vs baseline {ref} on the same examples: d_acc, d_rob_cs = row − baseline; "
+    at_first = f" at ε = {eps[0]:g}" if len(eps) > 1 else ""
+    header += (f"\npaired tests vs baseline {ref} on the same examples{at_first}: d_acc, d_rob_cs = row − baseline; "
                f"p_acc, p_rob_cs = exact two-sided McNemar p-values (Acc over all examples, Rob_cs(ε) over "
                f"the sensitive ones); p_*_holm = the same, Holm-adjusted over the {int(df['p_acc'].notna().sum())} "
                f"comparisons with the baseline; acc_ci, rob_cs_ci = exact 95 % intervals over the test examples")
@@ -136,24 +172,44 @@ def report_table(folder, cost_spec: str, eps: float, alpha: float = 0.001, mode:
                    f"sensitive examples whose certified cost is ≤ τ = {cost_threshold or 0:g}; p_expected_cost = "
                    f"two-sided paired sign-flip permutation test of the mean cost (20,000 random patterns: "
                    f"5e-05 is its floor)")
-    return Report(df, notes, header, ref, differences)
+    return Report(df, notes, header, ref, differences, eps)
 
 
-def _row(name: str, info, cost_spec: str, eps: float, alpha: float, mode: str, cost_threshold):
-    """One checkpoint's table row from its record, its certificate table, and its per-example certified
-    costs (None unless the matrix is real-valued or a threshold is given)."""
+def _header(cost_spec: str, eps: tuple, alpha: float, mode: str, costs: bool) -> str:
+    """What the columns of every table mean, before the paired tests' line: the cost, ε and confidence,
+    with several ε what cert_acc@ε and rob_cs@ε are, then acr, abstain and budget."""
+    lines = [f"cost {cost_spec}, ε = {', '.join(f'{e:g}' for e in eps)}: {confidence_line(alpha, mode)}"]
+    if len(eps) > 1:
+        lines.append(f"cert_acc@ε = certified accuracy, the share of all examples whose standard certificate predicts "
+                     f"the true class with R1(α) > ε; rob_cs@ε = Rob_cs(ε); the paired tests and the "
+                     f"intervals{' and costs' if costs else ''} are at the first ε = {eps[0]:g}")
+    lines.append("acr = average certified radius, the mean over all examples of R1(α) where the standard certificate "
+                 "predicts the true class (0 elsewhere); abstain = share of examples whose standard certificate "
+                 "abstains; budget = Monte Carlo samples per example (n0 selection, n estimation)")
+    return "\n".join(lines)
+
+
+def _row(name: str, info, cost_spec: str, eps: tuple, alpha: float, mode: str, cost_threshold):
+    """One checkpoint's table row from its record (the metrics at every ε of `eps`, the paired ones at
+    the first), its certificate table, and its per-example certified costs at the first ε (None unless
+    the matrix is real-valued or a threshold is given)."""
     record = load_record(info.path)
     classes = record.meta["classes"]
     cost = parse_cost(cost_spec, len(classes), classes)
     read = {"sigma": record.meta["sigma"], "alpha": alpha, "mode": mode, "bounds": record.bounds}
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost, **read)
-    s = metrics_row(table, eps)
+    s = metrics_row(table, eps[0])
+    curve = eps_curve(table, eps)
     row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
            SAMPLES: float(record.n_used.mean()),
-           **{k: s[k] for k in TABLE_COLUMNS if k in s}}
+           **{k: s[k] for k in TABLE_COLUMNS if k in s},
+           **{eps_column("cert_acc", e): v for e, v in zip(eps, curve["certified_acc"])},
+           **{eps_column("rob_cs", e): v for e, v in zip(eps, curve["rob_cs"])},
+           "acr": average_certified_radius(table), "abstain": abstention_rate(table),
+           "budget": budget(record.meta, record.n_used)}
     if cost_threshold is None and cost.is_binary:
         return row, table, None
-    costs = certified_cost(record.counts0, record.counts, record.labels, cost, eps=eps, **read)
+    costs = certified_cost(record.counts0, record.counts, record.labels, cost, eps=eps[0], **read)
     row.update(expected_cost=expected_cost(costs),
                rob_cs_tau=rob_cs_at(costs, table["sensitive"].to_numpy(), cost_threshold or 0.0))
     return row, table, costs

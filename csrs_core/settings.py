@@ -232,8 +232,9 @@ REPORT = {o.name: o for o in (
     _opt("checkpoints", str, None, "folder of checkpoints whose cached certifications are compared",
          required=True),
     CERTIFY["cost"], CERTIFY["alpha"], CERTIFY["mode"],
-    _opt("eps", float, 0.25, "perturbation size ε (ℓ2, in [0,1] pixel units) at which the metrics are "
-         "reported", low=0),
+    _opt("eps", tuple, CERTIFY["eps"].default, "perturbation sizes ε (ℓ2, in [0,1] pixel units, comma-separated) "
+         "at which the metrics are reported: with several, one column of certified accuracy and one of Rob_cs per "
+         "ε (Cohen et al.'s tables), the paired tests at the first", low=CERTIFY["eps"].low),
     _opt("format", str, "text", "output format (markdown: the README's tables)",
          choices=("text", "csv", "latex", "markdown")),
     _opt("cost_threshold", float, None, "τ: also report the certified expected cost at ε and Rob_cs(ε, τ), the "

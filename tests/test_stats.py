@@ -26,7 +26,7 @@ from csrs_core.sampling.store import list_records, load_record
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 CSV_HEAD = ("checkpoint,method,acc,rob_cs,rob_std,rob_non,balanced_acc,d_acc,p_acc,d_rob_cs,p_rob_cs,"
-            "acc_lo,acc_hi,rob_cs_lo,rob_cs_hi,p_acc_holm,p_rob_cs_holm")
+            "acc_lo,acc_hi,rob_cs_lo,rob_cs_hi,p_acc_holm,p_rob_cs_holm,acr,abstain,budget")
 
 
 def hand_p(n01: int, n10: int) -> float:

@@ -32,6 +32,19 @@ def summarize(table: pd.DataFrame, eps: float = 0.25) -> dict:
     }
 
 
+def average_certified_radius(table: pd.DataFrame) -> float:
+    """ACR (Zhai et al.'s MACER): the mean over all examples of R1(alpha) where the standard
+    certificate predicts the true class, 0 elsewhere; NaN with no example."""
+    correct = table["pred_std"].to_numpy() == table["label"].to_numpy()
+    radius = np.where(correct, table["r1"].to_numpy(), 0.0)
+    return float(radius.mean()) if len(radius) else float("nan")
+
+
+def abstention_rate(table: pd.DataFrame) -> float:
+    """The share of all examples whose standard certificate abstains (pred_std == -1); NaN with no example."""
+    return _share(table["pred_std"].to_numpy() == -1, np.ones(len(table), dtype=bool))
+
+
 def per_class_recall(table: pd.DataFrame, eps: float | None = None, num_classes: int | None = None) -> np.ndarray:
     """[m] per true class c: the share of class-c examples whose standard certificate predicts c
     (eps None: the class's accuracy, its recall), or predicts c with R1(alpha) > eps (the certified

@@ -109,7 +109,8 @@ def cmd_report(a):
     import pandas as pd
 
     from csrs_core.cli.report import to_latex
-    from csrs_core.reports import COLUMNS, COST_COLUMNS, INTERVAL_COLUMNS, STAT_COLUMNS, report_table
+    from csrs_core.reports import (COST_COLUMNS, INTERVAL_COLUMNS, RADIUS_COLUMNS, STAT_COLUMNS, metric_columns,
+                                   report_table)
     s = check_settings(REPORT, vars(a))
     report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
                           cost_threshold=s["cost_threshold"])
@@ -128,18 +129,21 @@ def cmd_report(a):
 
     p_columns = [c for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm", "p_expected_cost") if c in df]
     if s["format"] == "csv":
-        out = df[COLUMNS + STAT_COLUMNS + INTERVAL_COLUMNS + [c for c in COST_COLUMNS if c in df]].copy()
+        out = df[metric_columns(report.eps) + STAT_COLUMNS + INTERVAL_COLUMNS + [c for c in COST_COLUMNS if c in df]
+                 + RADIUS_COLUMNS].copy()
         for c in p_columns:
             out[c] = out[c].map(p_value)
         print(out.to_csv(index=False, float_format="%.4f"), end="")
     elif s["format"] == "latex":
-        print(to_latex(df, f"Cost {s['cost']}, eps = {s['eps']}, mode {s['mode']}, alpha {s['alpha']}"))
+        eps = ", ".join(f"{e:g}" for e in report.eps)
+        print(to_latex(df, f"Cost {s['cost']}, eps = {eps}, mode {s['mode']}, alpha {s['alpha']}", report.eps))
     else:
         shown = df.copy()
         for what in ("acc", "rob_cs"):  # the interval as one column, beside the p-values
             shown[f"{what}_ci"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "-"
                                    for lo, hi in zip(df[f"{what}_lo"], df[f"{what}_hi"])]
         shown = shown.drop(columns=["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi"])
+        shown = shown[[c for c in shown if c not in RADIUS_COLUMNS] + RADIUS_COLUMNS]  # last, after the intervals
         for c in (c for c in ("d_acc", "d_rob_cs", "d_expected_cost") if c in df):  # "-": not compared
             shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{v:+.3f}")
         for c in p_columns:   # small p-values in full; "-": the baseline or not compared
