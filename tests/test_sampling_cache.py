@@ -10,7 +10,7 @@ from csrs_core.data import load_dataset, select_examples
 from csrs_core.models.checkpoints import load_model
 from csrs_core.sampling.counts import sample_counts
 from csrs_core.sampling.stage_a import counts_record
-from csrs_core.sampling.store import cert_dir, key_name, list_records, make_key, write_record
+from csrs_core.sampling.store import cert_dir, key_name, list_records, make_key, partial_folder, write_chunk
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,11 @@ def test_cache_reuse_corruption_and_resume(synthetic_checkpoint, data, tmp_path)
     np.testing.assert_array_equal(redo.counts, first.counts)
     # a partial file from an interrupted run is resumed: only missing examples are sampled
     path.unlink()
-    partial = cert_dir(ckpt) / f"{path.stem}.partial.npz"
-    done = np.zeros(12, bool)
-    done[:5] = True
+    partial = partial_folder(cert_dir(ckpt), path.stem)
     fake = first.counts.copy()
     fake[:5] = 0
     fake[:5, 0] = 40  # marks that the resumed rows were not recomputed
-    write_record(partial, first.counts0, fake, first.labels, first.indices, first.meta, done=done)
+    write_chunk(partial, path.stem, np.arange(5), first.counts0[:5], fake[:5])
     resumed = counts_record(ckpt, data, n0=10, n=40, batch=64)
     np.testing.assert_array_equal(resumed.counts[:5], fake[:5])
     np.testing.assert_array_equal(resumed.counts[5:], first.counts[5:])

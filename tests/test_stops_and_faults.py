@@ -94,7 +94,7 @@ def test_sigterm_while_sampling_keeps_the_partial_counts_and_a_rerun_resumes(cas
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert list((case / "m.certs").glob("*.partial.npz"))
+    assert list((case / "m.certs").glob("*.partial/*.npz"))
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     start = [e for e in read_progress(progress) if e["event"] == "start"][-1]

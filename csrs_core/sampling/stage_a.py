@@ -5,6 +5,7 @@ record with the same key exists, else sampled (resuming a partial run, reusing r
 certified under the same key in another sample) and written to the store."""
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -33,7 +34,9 @@ from csrs_core.sampling.store import (
     list_records,
     load_record,
     make_key,
-    read_arrays,
+    partial_folder,
+    read_chunks,
+    write_chunk,
     write_record,
 )
 
@@ -79,16 +82,11 @@ def _cached(final: Path, progress: ProgressLog) -> CountsRecord | None:
     return record
 
 
-def _resume(shard: Path, shape) -> tuple:
-    """counts0, counts, done of a partial run in `shard` (zeros when there is none or it is unusable)."""
-    counts0, counts, done = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape[0], bool)
-    if shard.exists():
-        try:
-            old = read_arrays(shard)
-            if old["counts"].shape == shape and "done" in old:
-                return old["counts0"], old["counts"], old["done"]
-        except CorruptRecord as exc:
-            warnings.warn(f"partial record {shard} is corrupt ({exc}); sampling those examples again")
+def _resume(partial: Path, key: str, shape) -> tuple:
+    """counts0, counts, done of an interrupted run's finished chunks in `partial` (zeros where none)."""
+    counts0, counts, done, notes = read_chunks(partial, key, shape)
+    for note in notes:
+        warnings.warn(f"partial result {partial / note}; sampling those examples again")
     return counts0, counts, done
 
 
@@ -125,9 +123,8 @@ def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model
     Returns counts0, counts, done, reused and the rate tracker."""
     n0, n = settings["n0"], settings["n"]
     N, m = len(data), data.num_classes
-    labels = data.labels.numpy()
     with output_lock(shard):
-        counts0, counts, done = _resume(shard, (N, m))
+        counts0, counts, done = _resume(shard, meta["key"], (N, m))
         resumed = int(done.sum())
         reused = _reuse_overlapping(checkpoint, key, data, counts0, counts, done)
         mine = [p for p in range(N) if p % world == rank and not done[p]]
@@ -137,15 +134,14 @@ def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model
                        batch=plan.batch, compiled=plan.compiled, resumed=resumed, reused=reused,
                        expected_s=None if expected_s is None or rule else round(expected_s),
                        **({"sequential": True, "cap_samples": total} if rule else {}))
-        write_record(shard, counts0, counts, labels, data.indices, meta, done=done)
         if rule is None:
             tracker = _Rate(progress, total)
             _fixed_chunks(data, plan, model_dev, sigma, settings, mine, tracker, counts0, counts, done,
-                          lambda: write_record(shard, counts0, counts, labels, data.indices, meta, done=done))
+                          lambda rows: write_chunk(shard, meta["key"], rows, counts0[rows], counts[rows]))
         else:
             tracker = _Decided(progress, len(mine))
             _sequential(data, plan, model_dev, sigma, settings, mine, rule, tracker, counts0, counts, done,
-                        lambda: write_record(shard, counts0, counts, labels, data.indices, meta, done=done))
+                        lambda rows: write_chunk(shard, meta["key"], rows, counts0[rows], counts[rows]))
     return counts0, counts, done, reused, tracker
 
 
@@ -162,36 +158,38 @@ def _fixed_chunks(data, plan, model_dev, sigma, settings, mine, tracker, counts0
         if start == chunk:  # the job's own second chunk (the first may include compiling) is a measurement too
             review(plan, len(part) * (n0 + n) / (time.perf_counter() - t0), progress=tracker.progress)
         counts0[part], counts[part], done[part] = c0[part], c[part], True
-        save()
+        save(part)
 
 
 def _sequential(data, plan, model_dev, sigma, settings, mine, rule, tracker, counts0, counts, done, save) -> None:
     """Every example of `mine` sampled until `rule` stops it; stopped examples saved at most every
     SAVE_EVERY_S seconds and at the end, so a rerun after a kill keeps every example saved as stopped."""
-    last = [time.monotonic()]
+    last, unsaved = [time.monotonic()], []
 
     def stopped(positions, c0, c):
         counts0[positions], counts[positions], done[positions] = c0, c, True
         tracker.stopped(len(positions), int(c.sum()))
+        unsaved.extend(positions)
         if time.monotonic() - last[0] >= SAVE_EVERY_S:
-            save()
+            save(unsaved[:])
+            unsaved.clear()
             last[0] = time.monotonic()
 
     sample_sequential(plan.runnable(model_dev), data.images, data.indices, data.labels.numpy(), data.num_classes,
                       sigma, settings["n0"], rule, plan.batch, settings["seed"], model_dev, plan.precision,
                       positions=mine, on_batch=tracker, on_stop=stopped)
-    save()
+    if unsaved:
+        save(unsaved)
 
 
 def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, counts, done) -> list[Path]:
-    """Under torchrun rank 0 gathers every rank's share into its arrays; returns the share files."""
-    shards = [folder / f"{name}.rank{r}-of-{world}.npz" for r in range(world)]
+    """Under torchrun rank 0 gathers every rank's share into its arrays; returns the shares' folders."""
+    shards = [partial_folder(folder, name, r, world) for r in range(world)]
     dist.barrier()
     if rank == 0:
         for path in shards:
-            a = read_arrays(path)
-            sel = a["done"]
-            counts0[sel], counts[sel], done[sel] = a["counts0"][sel], a["counts"][sel], True
+            c0, c, sel, _ = read_chunks(path, name, counts.shape)
+            counts0[sel], counts[sel], done[sel] = c0[sel], c[sel], True
     dist.barrier()
     return shards
 
@@ -245,7 +243,7 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
             "machine": machine_id(dev),
             "planned_images_per_s": None if plan.expected is None else round(plan.expected),
             **({"command": command} if command else {})}
-    shard = folder / (f"{name}.partial.npz" if world == 1 else f"{name}.rank{rank}-of-{world}.npz")
+    shard = partial_folder(folder, name, rank, world)
     counts0, counts, done, reused, tracker = _sample_share(checkpoint, data, key, meta, plan, dev, sigma, s,
                                                            shard, world, rank, progress, rule)
     shards = _merge_shares(folder, name, world, rank, counts0, counts, done) if world > 1 else [shard]
@@ -263,7 +261,7 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
     with output_lock(final):
         write_record(final, counts0, counts, data.labels.numpy(), data.indices, meta)
     for path in shards:
-        path.unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
     progress.write("done", done=tracker.total, total=tracker.total, file=str(final))
     return CountsRecord(counts0, counts, data.labels.numpy(), np.asarray(data.indices), meta, final, reused=reused)
 

@@ -125,16 +125,12 @@ def _digest(arrays: dict, meta_json: str) -> str:
     for name in ("counts0", "counts", "labels", "indices"):
         h.update(np.ascontiguousarray(arrays[name], dtype=np.int64).tobytes())
     h.update(meta_json.encode())
-    if "done" in arrays:
-        h.update(np.ascontiguousarray(arrays["done"], dtype=bool).tobytes())
     return h.hexdigest()
 
 
-def write_record(path, counts0, counts, labels, indices, meta: dict, done=None) -> None:
-    """Write a record atomically (with `done`, a partial one that a rerun resumes)."""
+def write_record(path, counts0, counts, labels, indices, meta: dict) -> None:
+    """Write a complete record atomically."""
     arrays = {"counts0": counts0, "counts": counts, "labels": labels, "indices": indices}
-    if done is not None:
-        arrays["done"] = done
     meta_json = json.dumps({**meta, "format": FORMAT}, sort_keys=True)
     atomic_write_npz(path, **arrays, meta=np.array(meta_json), digest=np.array(_digest(arrays, meta_json)))
 
@@ -160,12 +156,52 @@ def read_arrays(path) -> dict:
 
 
 def load_record(path) -> CountsRecord:
-    """A complete record; CorruptRecord when the file is corrupt or only partial."""
+    """A complete record; CorruptRecord when the file is corrupt."""
     a = read_arrays(path)
-    if "done" in a:
-        raise CorruptRecord("it is a partial record")
     return CountsRecord(a["counts0"], a["counts"], a["labels"], a["indices"], a["meta"], Path(path),
                         from_cache=True)
+
+
+def partial_folder(folder: Path, key: str, rank: int = 0, world: int = 1) -> Path:
+    """Where a run (or a torchrun rank's share of it) keeps the chunks it has finished."""
+    return folder / (f"{key}.partial" if world == 1 else f"{key}.rank{rank}-of-{world}")
+
+
+def _chunk_digest(key: str, arrays: dict) -> str:
+    h = hashlib.sha256(key.encode())
+    for name in ("positions", "counts0", "counts"):
+        h.update(np.ascontiguousarray(arrays[name], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def write_chunk(partial: Path, key: str, positions, counts0, counts) -> None:
+    """Add finished examples (their positions in the data and their count rows) to a run's partial folder as
+    a file of their own, written atomically: saving costs the chunk's size, whatever the data's."""
+    partial.mkdir(parents=True, exist_ok=True)
+    arrays = {"positions": np.asarray(positions, dtype=np.int64), "counts0": np.asarray(counts0),
+              "counts": np.asarray(counts)}
+    atomic_write_npz(partial / f"{int(arrays['positions'][0]):010d}.npz", **arrays,
+                     digest=np.array(_chunk_digest(key, arrays)))
+
+
+def read_chunks(partial: Path, key: str, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """counts0, counts and done [N] gathered from a partial folder's chunks (zeros where none), and a
+    note for every chunk that is unreadable or not of this run (its examples are sampled again)."""
+    counts0, counts, done = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape[0], bool)
+    notes = []
+    for path in sorted(partial.glob("*.npz")) if partial.is_dir() else []:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("positions", "counts0", "counts", "digest")}
+            if str(arrays["digest"]) != _chunk_digest(key, arrays) or arrays["counts"].shape[1:] != shape[1:] \
+                    or arrays["positions"].max(initial=-1) >= shape[0]:
+                raise ValueError("its digest or shape does not match this run")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            notes.append(f"{path.name}: {exc}")
+            continue
+        rows = arrays["positions"]
+        counts0[rows], counts[rows], done[rows] = arrays["counts0"], arrays["counts"], True
+    return counts0, counts, done, notes
 
 
 def list_records(checkpoint) -> list[RecordInfo]:
@@ -177,7 +213,7 @@ def list_records(checkpoint) -> list[RecordInfo]:
     current = file_digest(checkpoint) if Path(checkpoint).is_file() else None
     infos = []
     for path in sorted(folder.glob("*.npz")):
-        if ".partial" in path.name or ".rank" in path.name:
+        if ".partial" in path.name or ".rank" in path.name:   # an interrupted run's work, not a record
             continue
         try:
             meta = load_record(path).meta
