@@ -249,9 +249,10 @@ def _decide_now(index: int, pixels, label: int, picked, folder: Path, cost, alph
                 with st.spinner(f"Sampling {name}…"):
                     got = decide.decide(folder / f"{name}.pt", pixels, label, index, cost, eps, alpha)
                 verdict = "**certified**" if got["certified"] else "**not certified**"
+                why = " (its top class alone decides: it is costly, or not the true class)" if not got["n_used"] else ""
                 st.markdown(f"{name}: {verdict} at ε = {eps:g}: radius {ex.format_radius(got['radius'])} after "
-                            f"{got['n_used']:,} estimation copies ({got['seconds']:.1f} s, {got['plan']['device']}, "
-                            f"{got['plan']['precision']}).")
+                            f"{got['n_used']:,} estimation copies{why} ({got['seconds']:.1f} s, "
+                            f"{got['plan']['device']}, {got['plan']['precision']}).")
 
 
 # the page -------------------------------------------------------------------------------------------
