@@ -172,6 +172,9 @@ CERTIFY = {o.name: o for o in (
     _opt("out", str, None, "write the per-example table to this CSV file"),
     _opt("save_sample", str, None, "also write the selected examples as a .npz sample (dataset sample:PATH)"),
     _opt("progress", str, None, "append machine-readable progress events to this JSON-lines file"),
+    _opt("shard", str, None, "I/K: sample only share I of K (every K-th example from the I-th; 0 ≤ I < K) into a "
+         "shard beside the record, e.g. one Slurm array task each; the same command without --shard merges the "
+         "shards, sampling only what they lack (needs an explicit --precision)"),
 )}
 
 # -------------------------------------------------------------------------------------- train
@@ -245,6 +248,19 @@ REPORT = {o.name: o for o in (
          "that paired tests (exact McNemar on the same examples) compare every other against; default: "
          "the one trained with method gaussian if exactly one is, else the first row"),
 )}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """(I, K) of a --shard value 'I/K' with 0 ≤ I < K; None for none; SettingError otherwise."""
+    if text is None:
+        return None
+    try:
+        i, k = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        i = k = -1
+    if not 0 <= i < k:
+        raise SettingError(f"--shard = {text!r} is not allowed: must be I/K with whole numbers 0 ≤ I < K, e.g. 0/4")
+    return i, k
 
 
 def check_settings(options: dict[str, Option], values: dict, names: Iterable[str] | None = None) -> dict:

@@ -165,3 +165,40 @@ def test_golden_counts_of_the_noise_scheme():
     assert SAMPLING_SCHEME == "csrs-noise-v1"
     assert c0.tolist() == [[0, 2, 3], [1, 0, 4], [1, 2, 2], [2, 1, 2], [3, 2, 0]]
     assert c.tolist() == [[5, 15, 20], [15, 15, 10], [9, 11, 20], [26, 7, 7], [19, 3, 18]]
+
+
+def test_shards_sampled_apart_merge_into_the_counts_of_one_run(synthetic_checkpoint, data, tmp_path):
+    """Each --shard I/K samples every K-th example into a shard folder; the same call without a shard samples
+    nothing the shards hold and writes counts identical to one unsharded run's (and removes the shards)."""
+    import shutil
+
+    from csrs_core.runtime.progress import ProgressLog, read_progress
+    ckpt, alone = tmp_path / "m.pt", tmp_path / "alone" / "m.pt"
+    alone.parent.mkdir()
+    shutil.copy(synthetic_checkpoint, ckpt)
+    shutil.copy(synthetic_checkpoint, alone)
+    args = dict(n0=10, n=60, batch=32, precision="fp32")
+    for i in range(3):
+        assert counts_record(ckpt, data, shard=(i, 3), **args) is None
+    assert len(list(cert_dir(ckpt).glob("*.rank*-of-3"))) == 3 and not list_records(ckpt)
+    log = tmp_path / "merge.jsonl"
+    merged = counts_record(ckpt, data, progress=ProgressLog(log), **args)
+    start = next(e for e in read_progress(log) if e["event"] == "start")
+    assert start["examples"] == 0 and start["resumed"] == len(data)            # nothing left to sample
+    one = counts_record(alone, data, **args)
+    np.testing.assert_array_equal(merged.counts, one.counts)
+    np.testing.assert_array_equal(merged.counts0, one.counts0)
+    assert not list(cert_dir(ckpt).glob("*.rank*"))
+
+
+@pytest.mark.parametrize("args, words", [(["--shard", "3/3", "--precision", "fp32"], "--shard = '3/3'"),
+                                         (["--shard", "0/2"], "needs an explicit --precision")])
+def test_a_shard_is_refused_before_any_work(synthetic_checkpoint, tmp_path, capsys, args, words):
+    import shutil
+
+    from csrs_core.cli import commands as cli
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(synthetic_checkpoint, ckpt)
+    code = cli.main(["certify", "--checkpoint", str(ckpt), "--dataset", "synthetic", "--num-examples", "4",
+                     "--n0", "5", "--n", "10", "--quiet", *args])
+    assert code == 2 and words in capsys.readouterr().err and not cert_dir(ckpt).exists()

@@ -12,7 +12,7 @@ import sys
 import time
 
 from csrs_core import CSRSError
-from csrs_core.settings import CERTIFY, REPORT, TRAIN, SettingError, check_settings
+from csrs_core.settings import CERTIFY, REPORT, TRAIN, SettingError, check_settings, parse_shard
 from csrs_core.cli.options import add_arguments
 from csrs_core.runtime.allocator import retain_freed_memory
 from csrs_core.runtime.signals import Stopped, stop_on_sigterm
@@ -36,6 +36,7 @@ def cmd_certify(a):
 
     t0 = time.time()
     s = check_settings(CERTIFY, vars(a))
+    shard = parse_shard(s["shard"])
     if s["sequential"] and s["mode"] == "paper":
         raise SettingError("--sequential reads confidence sequences in sound mode only; --mode paper does not apply "
                            "(leave --mode at sound)")
@@ -59,7 +60,11 @@ def cmd_certify(a):
     sequential = {"eps": s["eps"], "alpha": s["alpha"], "cost": cost} if s["sequential"] else None
     record = counts_record(s["checkpoint"], data, s["n0"], s["n"], s["batch"], s["seed"], s["sigma"],
                            s["device"], s["precision"], _progress(a, s["progress"]), command=command,
-                           sequential=sequential)
+                           sequential=sequential, shard=shard)
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]} sampled ({time.time() - t0:.1f} s); once every shard is done, the same "
+              "command without --shard merges them into one record (sampling only what they lack)")
+        return 0
     if record is None:  # a non-zero torchrun rank: rank 0 reports
         return 0
     if "tensors_sha256" not in read_meta(s["checkpoint"]):

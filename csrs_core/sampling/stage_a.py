@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from csrs_core import CSRSError
 from csrs_core.certification.sequential import check_eps
-from csrs_core.settings import CERTIFY, check_settings
+from csrs_core.settings import CERTIFY, SettingError, check_settings
 from csrs_core.data import ImageSet
 from csrs_core.models.checkpoints import CheckpointError, file_digest, load_model
 from csrs_core.runtime.device import distributed_setup
@@ -82,11 +82,15 @@ def _cached(final: Path, progress: ProgressLog) -> CountsRecord | None:
     return record
 
 
-def _resume(partial: Path, key: str, shape) -> tuple:
-    """counts0, counts, done of an interrupted run's finished chunks in `partial` (zeros where none)."""
-    counts0, counts, done, notes = read_chunks(partial, key, shape)
-    for note in notes:
-        warnings.warn(f"partial result {partial / note}; sampling those examples again")
+def _resume(partials: list[Path], key: str, shape) -> tuple:
+    """counts0, counts, done gathered from the finished chunks in `partials` (an interrupted run's own
+    folder, and the shards of the same record sampled elsewhere); zeros where none."""
+    counts0, counts, done = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape[0], bool)
+    for partial in partials:
+        c0, c, got, notes = read_chunks(partial, key, shape)
+        counts0[got], counts[got], done[got] = c0[got], c[got], True
+        for note in notes:
+            warnings.warn(f"partial result {partial / note}; sampling those examples again")
     return counts0, counts, done
 
 
@@ -116,15 +120,16 @@ def _shared_plan(model, dev, settings: dict, data: ImageSet, world: int, progres
 
 def _sample_share(checkpoint, data: ImageSet, key: dict, meta: dict, plan, model_dev, sigma: float,
                   settings: dict, shard: Path, world: int, rank: int, progress: ProgressLog,
-                  rule: StoppingRule | None = None):
+                  rule: StoppingRule | None = None, merged: tuple = ()):
     """Sample this rank's share of the examples not yet done (resumed from `shard`, or reused from
-    overlapping records), saving `shard` as work is done: after every chunk of a fixed-budget run, at
-    most every SAVE_EVERY_S seconds of a sequential one (with `rule`: each example stops by it).
+    overlapping records, or taken from the `merged` shard folders), saving `shard` as work is done: after
+    every chunk of a fixed-budget run, at most every SAVE_EVERY_S seconds of a sequential one (with `rule`:
+    each example stops by it).
     Returns counts0, counts, done, reused and the rate tracker."""
     n0, n = settings["n0"], settings["n"]
     N, m = len(data), data.num_classes
     with output_lock(shard):
-        counts0, counts, done = _resume(shard, meta["key"], (N, m))
+        counts0, counts, done = _resume([shard, *merged], meta["key"], (N, m))
         resumed = int(done.sum())
         reused = _reuse_overlapping(checkpoint, key, data, counts0, counts, done)
         mine = [p for p in range(N) if p % world == rank and not done[p]]
@@ -197,7 +202,8 @@ def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, count
 def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n: int = CERTIFY["n"].default,
                   batch: int | None = None, seed: int = 0, sigma: float | None = None, device: str = "auto",
                   precision: str = "auto", progress: ProgressLog | None = None,
-                  command: str | None = None, sequential: dict | None = None) -> CountsRecord | None:
+                  command: str | None = None, sequential: dict | None = None,
+                  shard: tuple[int, int] | None = None) -> CountsRecord | None:
     """Stage-A counts of `data` under the checkpoint's smoothed classifier (every setting checked
     before any work): the stored record when one with the same key exists, else sampled and stored.
     Under torchrun each rank samples every world-th example still missing and rank 0 merges the
@@ -205,7 +211,11 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
 
     sequential: {"eps": radii, "alpha": α, "cost": CostMatrix} samples each example until every radius
     is decided for that matrix's support (docs/sequential.md), n being the cap; the record is then
-    read with confidence-sequence bounds (CountsRecord.bounds)."""
+    read with confidence-sequence bounds (CountsRecord.bounds).
+
+    shard (i, k): sample only every k-th example from the i-th (one machine's share, e.g. a Slurm array
+    task) into a shard folder beside the record, and return None; a later call without `shard` takes every
+    shard of the same record, samples only what they lack, and writes counts identical to one run's."""
     s = check_settings(CERTIFY, {"n0": n0, "n": n, "batch": batch, "seed": seed, "sigma": sigma,
                                  "precision": precision})
     progress = progress or ProgressLog(None)
@@ -218,6 +228,9 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
         check_eps(sequential["eps"], sigma, s["n"], sequential["alpha"]), sequential["alpha"], sequential["cost"],
         s["n"], sigma)
     world, rank, dev = distributed_setup(device)
+    if shard is not None and (world > 1 or s["precision"] == "auto"):
+        raise SettingError("--shard splits the work itself (not under torchrun) and needs an explicit --precision "
+                           "(fp32, bf16 or fp16), so that every shard belongs to one record")
     folder = cert_dir(checkpoint)
     base_key = make_key(digest, data, sigma, s["n0"], s["n"], s["seed"], "auto", dev.type,  # hashes the data once
                         None if rule is None else rule.key())
@@ -243,10 +256,15 @@ def counts_record(checkpoint, data: ImageSet, n0: int = CERTIFY["n0"].default, n
             "machine": machine_id(dev),
             "planned_images_per_s": None if plan.expected is None else round(plan.expected),
             **({"command": command} if command else {})}
-    shard = partial_folder(folder, name, rank, world)
+    share, of = shard or (rank, world)
+    own = partial_folder(folder, name, share, of)
+    merged = sorted(folder.glob(f"{name}.rank*-of-*")) if shard is None and world == 1 else []
     counts0, counts, done, reused, tracker = _sample_share(checkpoint, data, key, meta, plan, dev, sigma, s,
-                                                           shard, world, rank, progress, rule)
-    shards = _merge_shares(folder, name, world, rank, counts0, counts, done) if world > 1 else [shard]
+                                                           own, of, share, progress, rule, tuple(merged))
+    if shard is not None:
+        progress.write("shard", shard=f"{share}/{of}", folder=str(own))
+        return None
+    shards = _merge_shares(folder, name, world, rank, counts0, counts, done) if world > 1 else [own, *merged]
     if rank != 0:
         return None
     if not done.all():
