@@ -188,7 +188,9 @@ TRAIN = {o.name: o for o in (
          "imagefolder:PATH or synthetic", required=True),
     _opt("out", str, None, "checkpoint to write (NAME or NAME.pt); rerunning the same command resumes it",
          required=True),
-    _opt("arch", str, "resnet20", "architecture (see the README's list)"),
+    _opt("arch", str, "resnet20", "architecture: resnet8|20|56|110, resnet8-pool2|4, resnet20-pool2|4, resnet18, "
+         "one registered by $CSRS_ARCHITECTURES or an installed package, or MODULE:FACTORY for your own "
+         "(docs/architectures.md)"),
     positive_float("sigma", 0.25, "noise level σ used in training (and by default in certification)",
                    high=MAX_SIGMA),
     positive_int("epochs", 10, "passes over the training set"),

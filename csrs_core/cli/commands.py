@@ -222,7 +222,8 @@ def build_parser():
     p = sub.add_parser("import", help="convert a checkpoint of Cohen et al., MACER, CS-RS or torchvision")
     p.add_argument("src", help="the source .pth/.pt file (loaded safely: tensors only)")
     p.add_argument("--out", required=True, help="the CSRS checkpoint to write (.pt)")
-    p.add_argument("--arch", required=True, help="architecture, e.g. resnet110 or cifar_resnet110")
+    p.add_argument("--arch", required=True, help="architecture, e.g. resnet110 or "
+                   "cifar_resnet110, or MODULE:FACTORY for your own (docs/architectures.md)")
     p.add_argument("--dataset", required=True, help="data set the model was trained on (gives the class names)")
     p.add_argument("--sigma", required=True, help="noise level σ the model was trained with")
     p.add_argument("--format", default="auto", choices=["auto", "cohen", "macer", "cs-rs", "torchvision"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from csrs_core.dashboard.launch import LOOPBACK
-from csrs_core.sampling.store import cert_dir, load_record, select_for_comparison
+from csrs_core.sampling.store import CorruptRecord, cert_dir, load_record, select_for_comparison
 from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.models.checkpoints import CheckpointError, list_checkpoints, read_meta
 from csrs_core.certification.cost import CostMatrix, CostMatrixError, parse_cost
@@ -157,7 +157,14 @@ def case_listing(root: Path, case: str, names) -> tuple[dict, dict, list[str]]:
 
 
 def load_cached_record(info):
-    return _record(str(info.path), info.path.stat().st_mtime)
+    """The record of `info`, read once per file version; a record that fails its digest stops the page with
+    a message (pick another record, or certify again)."""
+    try:
+        return _record(str(info.path), info.path.stat().st_mtime)
+    except CorruptRecord as exc:
+        st.error(f"Record {info.path.name} is corrupt ({exc}): pick another record for this checkpoint, or "
+                 "certify it again (a new run replaces it).")
+        st.stop()
 
 
 def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):

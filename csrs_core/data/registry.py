@@ -43,6 +43,7 @@ class DatasetSpec:
     default_size: int | None = None
     classes: tuple | None = None   # known without data files (for imports)
     takes_path: bool = False       # name:PATH
+    missing: Callable | None = None  # (root, arg) -> what the loader says when its files are absent, else None
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -66,10 +67,41 @@ def _held_out(train_split, split: str, n_val: int, seed: int):
 
 VAL_SEED = 20260
 CIFAR10_VAL = 5000
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta")
+
+
+def _cifar10_missing(root: Path, arg) -> str | None:
+    """torchvision's CIFAR-10 files under root/cifar-10-batches-py/: the first one absent, named."""
+    folder = root.resolve() / "cifar-10-batches-py"
+    absent = next((name for name in CIFAR10_FILES if not (folder / name).is_file()), None)
+    if absent is None:
+        return None
+    return (f"CIFAR-10 not found: {folder / absent} does not exist. Put torchvision's files at {folder}/ (unpack "
+            f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz under {root.resolve()}), or set --data-root / "
+            "CSRS_DATA, or use --dataset cifar10-jpeg")
+
+
+def _source_missing(stem: str):
+    """The `missing` check of a data set read from root/stem.zip or the folder root/stem/."""
+    def missing(root: Path, arg) -> str | None:
+        try:
+            find_source(root, stem)
+        except DatasetError as exc:
+            return str(exc)
+        return None
+    return missing
+
+
+def _folder_missing(root, arg: str) -> str | None:
+    """imagefolder:PATH: the folder (or zip) PATH itself."""
+    path = Path(arg).expanduser()
+    return None if path.exists() else (f"image folder {path.resolve()} does not exist: give a folder of images, "
+                                       "PATH/<class>/<image> or PATH/<split>/<class>/<image>")
 
 
 @register_dataset("cifar10", mean=DATASET_STATS["cifar10"][0], std=DATASET_STATS["cifar10"][1],
-                  classes=tuple(CIFAR10_CLASSES))
+                  classes=tuple(CIFAR10_CLASSES), missing=_cifar10_missing)
 def _cifar10(root, split, size, arg):
     if split == "test":
         return load_cifar10(root, "test")
@@ -77,7 +109,7 @@ def _cifar10(root, split, size, arg):
 
 
 @register_dataset("cifar10-jpeg", mean=DATASET_STATS["cifar10"][0], std=DATASET_STATS["cifar10"][1],
-                  classes=tuple(CIFAR10_CLASSES))
+                  classes=tuple(CIFAR10_CLASSES), missing=_source_missing("cifar10-jpeg"))
 def _cifar10_jpeg(root, split, size, arg):
     path = find_source(root, "cifar10-jpeg")
     if split == "test":
@@ -85,7 +117,8 @@ def _cifar10_jpeg(root, split, size, arg):
     return _held_out(folder_split(path, "cifar10-jpeg", "train", size), split, CIFAR10_VAL, VAL_SEED)
 
 
-@register_dataset("imagenette", default_size=224, classes=tuple(IMAGENETTE_CLASSES))
+@register_dataset("imagenette", default_size=224, classes=tuple(IMAGENETTE_CLASSES),
+                  missing=_source_missing("imagenette"))
 def _imagenette(root, split, size, arg):
     """test: Imagenette's own val folder; val: 10 % of the train folder, held out."""
     path = find_source(root, "imagenette")
@@ -102,17 +135,15 @@ def _imagenette(root, split, size, arg):
 
 
 @register_dataset("ham10000", mean=DATASET_STATS["ham10000"][0], std=DATASET_STATS["ham10000"][1],
-                  default_size=64, classes=("benign", "malignant"))
+                  default_size=64, classes=("benign", "malignant"), missing=_source_missing("ham10000"))
 def _ham10000(root, split, size, arg):
     return load_ham10000(find_source(root, "ham10000"), split, size)
 
 
-@register_dataset("imagefolder", takes_path=True)
+@register_dataset("imagefolder", takes_path=True, missing=_folder_missing)
 def _imagefolder(root, split, size, arg):
     """PATH/<split>/<class>/<image> when PATH has split folders, else PATH/<class>/<image> for any split."""
     path = Path(arg).expanduser()
-    if not path.exists():
-        raise DatasetError(f"image folder {path} does not exist")
     src = Source(path)
     has_splits = any(n.startswith(("train/", "test/", "val/")) for n in src.names)
     if has_splits and not any(n.startswith(f"{split}/") for n in src.names):
@@ -143,9 +174,27 @@ def dataset_spec(spec: str) -> tuple[DatasetSpec, str | None]:
     return entry, arg or None
 
 
+def dataset_missing(spec: str, root=None) -> str | None:
+    """What load_dataset(spec, root=root) says when the data set's files are not where it reads them (the
+    file or folder, under which root; an unknown name's message too), else None. Cheap: it only looks
+    whether paths exist, so a data set it passes may still hold unreadable files."""
+    if spec.startswith("sample:"):
+        path = Path(spec[7:]).expanduser()
+        return None if path.is_file() else (f"sample file {path.resolve()} not found: give a .npz written by "
+                                            "`csrs certify --save-sample`")
+    try:
+        entry, arg = dataset_spec(spec)
+    except DatasetError as exc:
+        return str(exc)
+    return entry.missing(data_root(root), arg) if entry.missing else None
+
+
 def load_dataset(spec: str, split: str = "test", root=None, image_size: int | None = None) -> ImageSet:
     """The split of a named data set, decoded into memory (decoded arrays are cached on disk).
     'train' never contains the 'val' examples."""
+    missing = dataset_missing(spec, root)
+    if missing:
+        raise DatasetError(missing)
     if spec.startswith("sample:"):
         sample = load_sample(Path(spec[7:]).expanduser())
         if split != sample.split:

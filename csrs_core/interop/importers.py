@@ -31,9 +31,11 @@ from typing import Sequence
 
 import torch
 
+from csrs_core import CSRSError
 from csrs_core.settings import NORMALISATION, TRAIN
 from csrs_core.data import DATASETS, IMAGENET_MEAN, IMAGENET_STD
-from csrs_core.models.architectures import CifarResNet, architectures, build_model, canonical_arch
+from csrs_core.models.architectures import (CifarResNet, architectures, build_model, canonical_arch,
+                                            use_architecture)
 from csrs_core.models.checkpoints import FORMAT, CheckpointError, file_digest, safe_load, save_checkpoint
 from csrs_core.sampling.counts import check_logits
 
@@ -309,15 +311,18 @@ def _inferred_arch(kind: str, state: dict, src) -> str:
 
 
 def _resolve_arch(arch, file_arch, kind, state, src) -> str:
-    """The CSRS architecture to build: the one asked for, checked against the file's own name."""
+    """The CSRS architecture to build: the one asked for (MODULE:FACTORY imported, as the user asked),
+    checked against the file's own name, which is only looked up."""
+    if arch is not None:
+        try:
+            use_architecture(arch)
+        except CSRSError as exc:
+            raise CheckpointError(str(exc)) from None
     inferred = _inferred_arch(kind, state, src) if arch is None and file_arch is None else None
     if file_arch is not None and canonical_arch(file_arch) not in architectures() and arch is None:
         raise CheckpointError(f"{src} was saved for architecture {file_arch!r}, which CSRS does not have "
                               f"({', '.join(architectures())})")
     name = canonical_arch(arch or file_arch or inferred)
-    if name not in architectures():
-        raise CheckpointError(f"unknown architecture {arch!r}; choose one of {', '.join(architectures())} "
-                              "(or cifar_resnet20/56/110)")
     if file_arch is not None and canonical_arch(file_arch) != name:
         raise CheckpointError(f"{src} was saved for architecture {file_arch!r} but {arch!r} was asked for")
     return name

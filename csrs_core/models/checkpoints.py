@@ -134,7 +134,10 @@ def load_model(path, num_classes: int | None = None):
     m = len(meta["classes"])
     if num_classes is not None and num_classes != m:
         raise CheckpointError(f"{path} was trained on {m} classes but the data has {num_classes}")
-    model = build_model(meta["arch"], m, meta["mean"], meta["std"])
+    try:  # an architecture not registered here is refused, never imported because the file names it
+        model = build_model(meta["arch"], m, meta["mean"], meta["std"])
+    except CSRSError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

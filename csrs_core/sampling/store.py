@@ -13,6 +13,7 @@ import shlex
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,40 @@ def read_chunks(partial: Path, key: str, shape) -> tuple[np.ndarray, np.ndarray,
     return counts0, counts, done, notes
 
 
+@lru_cache(maxsize=4096)
+def _listed(path: str, size: int, mtime_ns: int) -> tuple[str, str]:
+    """(metadata JSON, '') of a record file read alone, or ('', why it cannot be read): its counts are not
+    read here (load_record and verified() read and check them when the record is used)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta_json = str(z["meta"])
+        fmt = json.loads(meta_json).get("format")
+    except (OSError, ValueError, KeyError, EOFError, AttributeError, zipfile.BadZipFile, zlib.error) as exc:
+        return "", f"unreadable: {exc.__class__.__name__}: {str(exc)[:120]}"
+    if fmt != FORMAT:
+        return "", f"format {fmt!r} is not {FORMAT!r} (re-key it with scripts/rekey_records.py, or certify again)"
+    return meta_json, ""
+
+
+@lru_cache(maxsize=1024)
+def _check(path: str, size: int, mtime_ns: int) -> str:
+    try:
+        read_arrays(path)
+    except CorruptRecord as exc:
+        return str(exc)
+    return ""
+
+
+def verified(info: RecordInfo) -> str:
+    """'' when the record's file matches its digest (read once per file version), else why it does not."""
+    st = info.path.stat()
+    return _check(str(info.path), st.st_size, st.st_mtime_ns)
+
+
 def list_records(checkpoint) -> list[RecordInfo]:
     """Every complete record file beside `checkpoint`, newest first, each marked valid, stale (its
-    checkpoint digest is not the file's current content) or corrupt."""
+    checkpoint digest is not the file's current content) or corrupt (its metadata cannot be read), from
+    the metadata alone, read once per file version; a record's counts are checked when it is used."""
     folder = cert_dir(checkpoint)
     if not folder.is_dir():
         return []
@@ -215,11 +247,12 @@ def list_records(checkpoint) -> list[RecordInfo]:
     for path in sorted(folder.glob("*.npz")):
         if ".partial" in path.name or ".rank" in path.name:   # an interrupted run's work, not a record
             continue
-        try:
-            meta = load_record(path).meta
-        except CorruptRecord as exc:
-            infos.append(RecordInfo(path, "corrupt", reason=str(exc)))
+        st = path.stat()
+        meta_json, reason = _listed(str(path), st.st_size, st.st_mtime_ns)
+        if reason:
+            infos.append(RecordInfo(path, "corrupt", reason=reason))
             continue
+        meta = json.loads(meta_json)
         status = "valid" if meta.get("checkpoint_sha256") == current else "stale"
         infos.append(RecordInfo(path, status, meta))
     return sorted(infos, key=lambda r: -r.meta.get("created", 0))
@@ -259,7 +292,15 @@ def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict
                 notes.append(f"{ckpt}: record {info.path.name} ({info.describe()}) was made from other "
                              f"checkpoint content (the file changed since); not shown. Re-certify with: "
                              f"{recertify_command(ckpt, info.meta)}")
-    chosen, differences = choose_together(listings, name)
+    while True:   # the records chosen are checked against their digests; a corrupt one is replaced
+        chosen, differences = choose_together(listings, name)
+        bad = [(c, info) for c, (info, _) in chosen.items() if info is not None and verified(info)]
+        if not bad:
+            break
+        for ckpt, info in bad:
+            notes.append(f"{ckpt}: record {info.path.name} is corrupt ({verified(info)}); not used")
+            listings[ckpt] = [RecordInfo(i.path, "corrupt", reason=verified(i)) if i is info else i
+                              for i in listings[ckpt]]
     shown = {c: v for c, v in chosen.items() if v[0] is not None}
     return shown, notes, listings, differences
 

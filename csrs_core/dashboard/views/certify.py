@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from csrs_core import CSRSError, jobs
-from csrs_core.data import DATASETS, DatasetError, select_examples
+from csrs_core.data import DATASETS, DatasetError, dataset_missing, select_examples
 from csrs_core.data.images import load_sample
 from csrs_core.certification.sequential import check_eps
 from csrs_core.sampling.sequential import FIRST_ROUND
@@ -164,6 +164,9 @@ if submitted:
             dataset = f"imagefolder:{inside_folder(data_root(), folder, 'Image folder')}"
         else:
             dataset = source
+        missing = dataset_missing(dataset, data_root())
+        if missing:
+            raise ValueError(missing)
         if values["per_class"]:
             values["num_examples"] = None
         for name in picked:

@@ -7,7 +7,7 @@ from functools import partial
 import streamlit as st
 
 from csrs_core import jobs
-from csrs_core.data import DATASETS
+from csrs_core.data import DATASETS, dataset_missing
 from csrs_core.models.architectures import architectures
 from csrs_core.settings import TRAIN, SettingError
 from csrs_core.cli.options import to_argv
@@ -76,7 +76,7 @@ if submitted:
             raise ValueError(f"The case folder {target_case} holds models of other classes ({', '.join(classes)}) "
                              f"than {values['dataset']} ({', '.join(wanted)}): train it into a case folder of its "
                              "own (start the dashboard on a checkpoint folder whose sub-folder it will be).")
-        refused = cost_refusal(values["method"], cost)
+        refused = cost_refusal(values["method"], cost) or dataset_missing(values["dataset"], data_root())
         if refused:
             raise ValueError(refused)
         out = root / target_case / plain_name(name, "Output name")
