@@ -125,13 +125,13 @@ values["precision"] = option_widget(CERTIFY["precision"], c4, "precision")
 values["seed"] = option_widget(CERTIFY["seed"], c5, "seed")
 values["image_size"] = option_widget(CERTIFY["image_size"], st, "Image size (empty = as trained)")
 c1, c2 = st.columns([1, 2])
-values["sequential"] = option_widget(CERTIFY["sequential"], c1, "Decide at ε (sequential: n is the cap)")
+values["sequential"] = option_widget(CERTIFY["sequential"], c1, "Decide at ε")
 eps_text = option_widget(CERTIFY["eps"], c2, "ε to decide (comma-separated)", disabled=not values["sequential"])
 decided_cost = current_cost(case, next(iter(metas.values()))["classes"]).describe() if metas else "overall"
 if values["sequential"]:
-    c2.caption(f"Decided for the cost matrix shown on Explore (`{decided_cost}`): each example stops once its "
-               "deciding radius is decided at every ε (certified, or out of reach within n). The record then answers "
-               "any matrix, ε and α too, only less tightly than these.")
+    c2.caption(f"Sequential: n is the cap. Decided for the cost matrix shown on Explore (`{decided_cost}`): each "
+               "example stops once its deciding radius is decided at every ε (certified, or out of reach within n). "
+               "The record then answers any matrix, ε and α too, only less tightly than these.")
 try:
     values["eps"] = CERTIFY["eps"].check(eps_text, "ε to decide")
 except SettingError as exc:
