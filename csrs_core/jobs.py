@@ -6,20 +6,25 @@ A job is a folder `<root>/.jobs/<id>/` holding
   log.txt        the command's stdout and stderr
   progress.jsonl the command's progress events
   started        the command was started
-  cancelled      a cancel was requested
+  cancelled      a cancel was requested (at the file's modification time)
   exit_code      the command's return code (negative: killed by that signal), written by the runner at the end
 
-A small runner process (this module's main) starts the CLI command, forwards a cancel (SIGTERM) to it
-and records its exit code. A process counts as the job's only if a process with the recorded pid exists
-*and* started at the recorded time (psutil create_time): a pid reused by another program is never
-mistaken for the job, and never signalled.
+A small runner process (this module's main) starts the CLI command, forwards a cancel (SIGTERM) to it,
+kills it when it still runs CANCEL_GRACE_S later, and records its exit code. When the runner has died,
+cancel signals the command itself, and reading the job's status kills a command that still runs
+CANCEL_GRACE_S after the cancel (a detached watcher started by cancel keeps reading it meanwhile).
+A process counts as the job's only if a process with the recorded pid exists *and* started at the
+recorded time (psutil create_time): a pid reused by another program is never mistaken for the job,
+and never signalled.
 
-States: queued, running, orphaned (the runner died, its command still runs; cancellable), done, failed
-(non-zero exit, or the runner died and the command is gone without an exit code), cancelled (stopped
+States: queued, running, orphaned (the runner died, its command still runs; cancellable), done (exit code
+0, or the runner died and the command's last progress event is "done"), failed (non-zero exit, or the
+runner died and the command is gone without an exit code or a "done" event), cancelled (stopped
 after a cancel request), interrupted (stopped by a signal nobody asked for through `cancel`), broken (the
 job folder cannot be read; it blocks nothing)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,7 +43,7 @@ from csrs_core.runtime.progress import read_progress
 
 ACTIVE = ("queued", "running", "orphaned")  # still writing (or about to write) their output; cancellable
 FINISHED = ("done", "failed", "cancelled", "interrupted")
-CANCEL_GRACE_S = 60.0  # after a cancel's SIGTERM, the runner SIGKILLs a command still running this much later
+CANCEL_GRACE_S = 60.0  # after a cancel's SIGTERM, a command still running this much later is SIGKILLed
 INTERRUPT_CODES = (130, 143)  # the CLI's exit codes when stopped by SIGINT / SIGTERM (128 + signal)
 CREATE_TIME_TOLERANCE = 0.01  # seconds; psutil's create_time has clock-tick (1/100 s) resolution
 STARTING_GRACE_S = 10.0  # a job.json without a runner yet is "queued" this long after its creation
@@ -198,7 +203,8 @@ def _finished_state(folder: Path, code: int, cancel_requested: bool) -> tuple[st
 def job_status(folder) -> dict:
     """{"state", "reason", "exit_code", "signal"} of a job folder; never raises for a bad folder
     (state "broken", reason the error). "running"/"queued" only while the recorded runner verifiably
-    lives; "orphaned" while the runner is gone but the recorded command verifiably lives."""
+    lives; "orphaned" while the runner is gone but the recorded command verifiably lives. Reading an
+    orphan whose cancel is older than CANCEL_GRACE_S kills its command (_kill_overdue)."""
     folder = Path(folder)
     try:
         return _status(folder)
@@ -230,20 +236,44 @@ def _status(folder: Path) -> dict:
         return {"state": "queued", "reason": "starting", "exit_code": None, "signal": None}
     child = _read_child(folder)
     if child and own_process(child.get("pid"), child.get("create_time"), child.get("start_ticks")):
-        return {"state": "orphaned", "exit_code": None, "signal": None,
-                "reason": f"the runner (pid {runner_pid}) died; its command (pid {child['pid']}) still runs"}
+        if not (cancel_requested and _kill_overdue(folder, child)):
+            return {"state": "orphaned", "exit_code": None, "signal": None,
+                    "reason": f"the runner (pid {runner_pid}) died; its command (pid {child['pid']}) still runs"}
+    events = read_progress(folder / "progress.jsonl") if child else []
+    if events and events[-1].get("event") == "done":  # the command finished after its runner died
+        return {"state": "done", "exit_code": None, "signal": None,
+                "reason": f"the runner (pid {runner_pid}) died; its command finished (its last progress event "
+                          "is 'done'), exit code unknown"}
     if "runner_pid" not in info:
         died = "the runner never started"
     else:
         died = f"runner died: the runner (pid {runner_pid}) is gone without recording an exit code"
     if child:
         died += f"; its command (pid {child.get('pid')}) is gone too, exit code unknown"
-        events = read_progress(folder / "progress.jsonl")
         if events:
             died += f" (its last progress event: {events[-1].get('event')!r})"
     if cancel_requested:
         return {"state": "cancelled", "reason": f"cancelled; {died}", "exit_code": None, "signal": None}
     return {"state": "failed", "reason": died, "exit_code": None, "signal": None}
+
+
+def _kill_overdue(folder: Path, child: dict) -> bool:
+    """SIGKILL the job's command, verified by its recorded pid and start time, when the cancel was
+    requested more than CANCEL_GRACE_S ago (by the time of the `cancelled` file) and no runner is left
+    to do it; True when it was killed and is gone."""
+    ident = (child.get("pid"), child.get("create_time"), child.get("start_ticks"))
+    try:
+        overdue = time.time() - (folder / "cancelled").stat().st_mtime > CANCEL_GRACE_S
+    except OSError:
+        return False
+    if not overdue or not _signal_own(*ident, sig=signal.SIGKILL):
+        return False
+    with contextlib.suppress(OSError), open(folder / "log.txt", "a") as log:
+        log.write(f"job: the command did not stop within {CANCEL_GRACE_S:g} s of the cancel; killed it\n")
+    deadline = time.monotonic() + 5.0
+    while own_process(*ident) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return own_process(*ident) is None
 
 
 def _read_child(folder: Path) -> dict | None:
@@ -358,7 +388,8 @@ def cancel(root, job_id: str) -> None:
 
     Signals (SIGTERM) only the job's own processes, verified by pid and start time: the runner, which
     forwards it to the command and kills the command if it still runs CANCEL_GRACE_S later, or, when
-    the runner died, the orphaned command itself. A finished job is
+    the runner died, the orphaned command itself, with a detached watcher that reads the job's status
+    until it ends (reading it kills the command CANCEL_GRACE_S after the cancel). A finished job is
     left alone; a broken one raises JobError."""
     folder = jobs_dir(root) / str(job_id)
     if not folder.is_dir():
@@ -368,12 +399,33 @@ def cancel(root, job_id: str) -> None:
         raise JobError(f"job {job_id} is broken ({status['reason']}); nothing can be cancelled: delete {folder}")
     if status["state"] not in ACTIVE:
         return
-    (folder / "cancelled").touch()  # a runner that has not started its command yet will not start it
+    with contextlib.suppress(FileExistsError):  # kept from the first request: the grace period runs from it
+        (folder / "cancelled").touch(exist_ok=False)  # a runner yet to start its command will not start it
     info = _read_job_json_or_empty(folder)
     if _signal_own(info.get("runner_pid"), info.get("runner_create_time"), info.get("runner_start_ticks")):
         return
     child = _read_child(folder) or {}
-    _signal_own(child.get("pid"), child.get("create_time"), child.get("start_ticks"))
+    if _signal_own(child.get("pid"), child.get("create_time"), child.get("start_ticks")):
+        _watch_in_background(folder)
+
+
+def _watch_in_background(folder: Path) -> None:
+    """Start `python -m csrs_core.jobs --watch FOLDER` detached (see _watch); when it cannot be
+    started, the next look at the job's status escalates instead."""
+    with contextlib.suppress(OSError):
+        subprocess.Popen([sys.executable, "-m", "csrs_core.jobs", "--watch", str(folder.resolve())],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+
+
+def _watch(folder: Path) -> int:
+    """Read the job's status every second until it is no longer active, so that an orphaned command
+    that ignores its cancel is killed CANCEL_GRACE_S after it (see _kill_overdue) though nobody looks;
+    gives up CANCEL_GRACE_S + 60 s after starting."""
+    deadline = time.monotonic() + CANCEL_GRACE_S + 60.0
+    while job_state(folder) in ACTIVE and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return 0
 
 
 def _read_job_json_or_empty(folder: Path) -> dict:
@@ -446,4 +498,4 @@ def _run(folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_run(Path(sys.argv[1])))
+    raise SystemExit(_watch(Path(sys.argv[2])) if sys.argv[1] == "--watch" else _run(Path(sys.argv[1])))

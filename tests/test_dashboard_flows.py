@@ -263,7 +263,7 @@ def test_import_refusals_show_the_reason_and_write_nothing(trained_root, tmp_pat
     _refused(at, root, "10 output classes but data set ham10000 has 2")
     at.selectbox(key="import::dataset").select("cifar10").run()
     next(t for t in at.text_input if t.label == "Normalisation std").input("0, 1, 1")
-    _refused(at, root, "std positive")
+    _refused(at, root, "is not allowed: must be one or more finite numbers, comma-separated, ≥ 0.001 and ≤ 10")
     next(t for t in at.text_input if t.label == "Normalisation mean").input("half, 0, 0")
     _refused(at, root, "Normalisation mean: give numbers separated by commas")
     next(t for t in at.text_input if t.label == "Normalisation mean").input("")

@@ -139,15 +139,8 @@ def test_compiling_is_weighed_by_the_compile_time_last_measured():
 def test_compile_times_are_measured_noted_and_paid_once(monkeypatch):
     """The measuring job runs the module it compiled while measuring; a later, shorter job planned
     from the cache compiles when the noted time repays, and notes its own compile time."""
+    from test_faults_tuning import Compiled   # torch.compile's module stand-in
     compiles = []
-
-    class Compiled(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model(x)
 
     def slow_compile(model, device, seconds=0.2):
         compiles.append(model)

@@ -11,6 +11,7 @@ from pathlib import Path
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the signals that stop `csrs dashboard`
 STOP_GRACE_S = 10  # how long the server may take to stop after a forwarded signal before it is killed
 
 
@@ -43,9 +44,10 @@ def launch(checkpoints: str | None, data: str | None, address: str = "127.0.0.1"
 
 
 def run_forwarding_signals(command: list[str], env: dict) -> int:
-    """Run `command` until it exits; SIGINT and SIGTERM sent to this process are passed on to it (and
-    it is killed when it has not stopped STOP_GRACE_S seconds later), so stopping `csrs dashboard`
-    always stops its server. The server's exit code, or 128 + the first signal's number."""
+    """Run `command` until it exits; SIGINT, SIGTERM and SIGHUP (a closed terminal) sent to this process
+    are passed on to it (and it is killed when it has not stopped STOP_GRACE_S seconds later), so
+    stopping `csrs dashboard` always stops its server. The server's exit code, or 128 + the first
+    signal's number."""
     server = subprocess.Popen(command, env=env)
     received = []  # (signal number, when)
 
@@ -54,7 +56,7 @@ def run_forwarding_signals(command: list[str], env: dict) -> int:
         if server.poll() is None:
             server.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         while server.poll() is None:
             if received and time.monotonic() - received[0][1] > STOP_GRACE_S:

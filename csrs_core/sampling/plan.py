@@ -2,14 +2,16 @@
 
 `choose_plan` resolves precision 'auto' and batch None by timing short forward passes of the very
 model, and caches the measurements per machine, model structure and input shape in the user's
-cache folder, so they are paid once. CPUs differ (bf16 is 2-3x faster than fp32 with AVX-512 BF16
-and 10-30x slower without), so nothing is assumed. torch.compile is used when it repays its start-up
-by the compile time last measured on this machine (a few seconds with a warm compiler cache), and
-before any was measured only for jobs that run five minutes eagerly. BatchNorm layers are folded into
-the convolutions before them (the same function up to rounding; csrs_core.models.folding). The
-precision chosen defines the base
-classifier, so it is part of every certification record's key; eager or compiled and folded or not,
-which change floating-point rounding only, are recorded beside it."""
+cache folder, so they are paid once. Every candidate, eager or compiled, is timed while no other
+CSRS job on the machine measures (a machine-wide lock); a timing taken while other processes load
+the CPU, or whose repeated rounds disagree, serves its job only and is not cached. CPUs differ
+(bf16 is 2-3x faster than fp32 with AVX-512 BF16 and 10-30x slower without), so nothing is assumed.
+torch.compile is used when it repays its start-up by the compile time last measured on this machine
+(a few seconds with a warm compiler cache), and before any was measured only for jobs that run five
+minutes eagerly. BatchNorm layers are folded into the convolutions before them (the same function
+up to rounding; csrs_core.models.folding). The precision chosen defines the base classifier, so it
+is part of every certification record's key; eager or compiled and folded or not, which change
+floating-point rounding only, are recorded beside it."""
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +19,7 @@ import json
 import math
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,8 +175,13 @@ def measure_eager(model, device, image_shape, precisions, batches, seconds: floa
                     break
                 previous, i = rate, i + step
     again = {k: measure(k.split("/")[1], int(k.split("/")[2])) for k in sorted(rates, key=rates.get)[-2:]}
-    stable = all(min(v, rates[k]) >= STABLE * max(v, rates[k]) for k, v in again.items())
+    stable = all(_steady((v, rates[k])) for k, v in again.items())
     return {k: max(v, again.get(k, 0.0)) for k, v in rates.items()}, stable
+
+
+def _steady(rates) -> bool:
+    """Whether repeated measurements of one candidate agree within STABLE (slowest / fastest)."""
+    return min(rates) >= STABLE * max(rates)
 
 
 def others_busy(device: torch.device) -> bool:
@@ -280,8 +287,11 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
         rates, cacheable = _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress)
     just_compiled = {}
     if _worth_compiling(rates, samples, kind) and not any(k.startswith("compiled/") for k in rates):
-        measured, just_compiled = _measure_compiled(model, device, image_shape, rates, progress)
-        rates = {**rates, **measured}
+        eager = rates
+        rates, just_compiled, steady = _compile_alone(model, device, image_shape, rates, key, remeasure, progress)
+        if cacheable and not steady:
+            _store(key, eager)  # the eager rates are sound; the compiled timing is measured again next time
+        cacheable = cacheable and steady
     if cacheable:
         _store(key, rates)
     best = _best(rates, samples, kind)
@@ -299,11 +309,10 @@ def choose_plan(model: torch.nn.Module, device: torch.device, precision: str, ba
     return plan
 
 
-def _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress) -> tuple[dict, bool]:
-    """(rates, cacheable): eager rates measured while no other CSRS job on this machine measures (a
-    machine-wide lock; a job that waited takes the measurement just cached by the one before it).
-    A measurement taken while other processes load the CPU, or whose rounds disagree, serves this
-    job only and is not cached."""
+@contextmanager
+def _measuring(progress):
+    """Hold the machine-wide measuring lock for the block, so that no other CSRS job on this machine
+    measures meanwhile (waiting, and saying so, while one does)."""
     with ExitStack() as held:
         try:
             held.enter_context(output_lock(cache_dir() / "autotune-measure", timeout=0))
@@ -311,22 +320,54 @@ def _measure_alone(model, device, image_shape, precisions, batches, key, remeasu
             if progress is not None:
                 progress.write("plan", message="waiting while another CSRS job measures this machine")
             held.enter_context(output_lock(cache_dir() / "autotune-measure", timeout=3600))
+        yield
+
+
+def _say_not_cached(progress, busy: bool) -> None:
+    """Tell the job that its measurement, taken under load (`busy`) or with unsteady timings, is not cached."""
+    if progress is not None:
+        progress.write("plan", message="measured " + ("while other processes kept the CPU busy" if busy else
+                                                      "with unsteady timings") + ": used for this job, not cached")
+
+
+def _measure_alone(model, device, image_shape, precisions, batches, key, remeasure, progress) -> tuple[dict, bool]:
+    """(rates, cacheable): eager rates measured under the measuring lock (a job that waited takes the
+    measurement just cached by the one before it). A measurement taken while other processes load the
+    CPU, or whose rounds disagree, serves this job only and is not cached."""
+    with _measuring(progress):
         if not remeasure and (rates := _load_table().get(key)) is not None:
             return rates, True
         busy = others_busy(device)
         rates, stable = measure_eager(model, device, image_shape, precisions, batches)
-    if (busy or not stable) and progress is not None:
-        progress.write("plan", message="measured " + ("while other processes kept the CPU busy" if busy else
-                                                      "with unsteady timings") + ": used for this job, not cached")
+    if busy or not stable:
+        _say_not_cached(progress, busy)
     return rates, stable and not busy
 
 
-def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tuple[dict, dict]:
+def _compile_alone(model, device, image_shape, rates: dict, key: str, remeasure: bool,
+                   progress) -> tuple[dict, dict, bool]:
+    """(rates with the compiled candidate's, {'compiled/p/b': the compiled model}, cacheable):
+    _measure_compiled under the measuring lock, cacheable by the same rule as the eager rates (no
+    other process loading the CPU, rounds that agree). A job that waited takes the compiled
+    measurement just cached by the one before it."""
+    with _measuring(progress):
+        cached = _load_table().get(key)
+        if not remeasure and isinstance(cached, dict) and any(k.startswith("compiled/") for k in cached):
+            return cached, {}, True
+        busy = others_busy(device)
+        measured, compiled, stable = _measure_compiled(model, device, image_shape, rates, progress)
+    if busy or not stable:
+        _say_not_cached(progress, busy)
+    return {**rates, **measured}, compiled, stable and not busy
+
+
+def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tuple[dict, dict, bool]:
     """({'compiled/p/b': images per second, 'compile-seconds/p/b': seconds, 'eager/p/b': ...},
-    {'compiled/p/b': the compiled model}) for the best eager precision p at its best batch b; a rate
-    of 0 and no model where this machine has no working compiler (a signal is never taken for that:
-    it stops the job). Compiled and eager are measured in COMPARE_ROUNDS alternating rounds, each
-    rate the best of its rounds, so that a machine whose speed drifts favours neither."""
+    {'compiled/p/b': the compiled model}, stable) for the best eager precision p at its best batch b;
+    a rate of 0 and no model where this machine has no working compiler (a signal is never taken for
+    that: it stops the job). Compiled and eager are measured in COMPARE_ROUNDS alternating rounds, each
+    rate the best of its rounds, so that a machine whose speed drifts favours neither; stable when the
+    rounds of each agree within STABLE."""
     best = max((k for k in rates if k.startswith("eager/")), key=rates.get)
     key = best.replace("eager/", "compiled/", 1)
     p, b = best.split("/")[1], int(best.split("/")[2])
@@ -337,9 +378,11 @@ def _measure_compiled(model, device, image_shape, rates: dict, progress) -> tupl
     except Exception as exc:  # no compiler on this machine: eager it is
         if progress is not None:
             progress.write("plan", message=f"torch.compile unavailable ({exc.__class__.__name__})")
-        return {key: 0.0}, {}
-    return ({key: max(c for c, _ in rounds), best: max(rates[best], *(e for _, e in rounds)),
-             _compile_key(f"{p}/{b}"): round(seconds, 2)}, {key: compiled})
+        return {key: 0.0}, {}, True
+    compiled_rates, eager_rates = [c for c, _ in rounds], [e for _, e in rounds]
+    measured = {key: max(compiled_rates), best: max(rates[best], *eager_rates),
+                _compile_key(f"{p}/{b}"): round(seconds, 2)}
+    return measured, {key: compiled}, _steady(compiled_rates) and _steady(eager_rates)
 
 
 def cached_rate(model: torch.nn.Module, device: torch.device, precision: str, batch: int | None, image_shape,

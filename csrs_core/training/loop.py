@@ -6,7 +6,9 @@ run restarted with the same command resumes from its last checkpoint and ends wh
 run would."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import math
 import os
@@ -23,9 +25,10 @@ from csrs_core import CSRSError
 from csrs_core.certification.cost import parse_cost
 from csrs_core.settings import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
 from csrs_core.data import load_dataset
-from csrs_core.models.architectures import architectures, build_model
+from csrs_core.models.architectures import build_model, use_architecture
 from csrs_core.models.checkpoints import file_digest, load_model, read_checkpoint, save_checkpoint
 from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
+from csrs_core.runtime.atomic import FileWriteError
 from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
 from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
@@ -82,8 +85,10 @@ class TrainConfig:
             raise SettingError(f"--lam-warmup = {self.lam_warmup:g} is not allowed with --epochs {self.epochs}: λ "
                                "would never reach its value; must be at most the number of epochs")
         pick_device(self.device)  # an unusable --device is refused before anything is written
-        if self.arch not in architectures():
-            raise TrainingError(f"--arch = {self.arch!r} is not allowed: must be one of {', '.join(architectures())}")
+        try:  # MODULE:FACTORY names the user's own module: imported because the user asked for it
+            self.arch = use_architecture(self.arch)
+        except CSRSError as exc:
+            raise TrainingError(f"--arch = {self.arch!r} is not allowed: {exc}") from None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -246,9 +251,8 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
             meta["history"].append(stats)
             meta["epochs_done"] = epoch + 1
             if rank == 0:
-                save_checkpoint(cfg.checkpoint_path, model, meta,
-                                train_state={"optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                                             "epoch": epoch + 1})
+                _save_epoch(cfg, model, meta, {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                                               "epoch": epoch + 1}, log)
             log.write("epoch", **stats)
         if stopper.signum is not None and meta["epochs_done"] < cfg.epochs:
             error = TrainingInterrupted(stopper.signum, meta["epochs_done"])
@@ -256,6 +260,41 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
             raise error
     log.write("done", epoch=cfg.epochs, checkpoint=str(cfg.checkpoint_path), seconds=time.time() - t_run)
     return meta
+
+
+def _save_epoch(cfg: TrainConfig, model, meta: dict, train_state: dict, log: ProgressLog) -> None:
+    """Write the checkpoint of the epoch just ended (atomically: the one before stays until it is
+    replaced). When it cannot be written, a TrainingError (exit code 1, also written to the progress
+    file) names the file and says why in words (a full disk, a folder that is not writable), never
+    torch's internal text; the previous checkpoint is left intact and rerunning the same command
+    resumes from it."""
+    path = cfg.checkpoint_path
+    try:
+        save_checkpoint(path, model, meta, train_state=train_state)
+    except FileWriteError as exc:
+        kept = (f"the checkpoint of epoch {meta['epochs_done'] - 1} is intact" if meta["epochs_done"] > 1
+                else "nothing was saved yet")
+        msg = (f"could not write the checkpoint {path} after epoch {meta['epochs_done']}: "
+               f"{_write_failure(exc.__cause__)}; {kept}. Free some disk space or make {path.parent} writable, "
+               "then rerun the same command to resume")
+        with contextlib.suppress(OSError):  # the progress file may lie on the same full disk
+            log.write("error", epoch=meta["epochs_done"] - 1, message=msg)
+        error = TrainingError(msg)
+        error.exit_code = 1
+        raise error from None
+
+
+def _write_failure(cause) -> str:
+    """Why a file could not be written, in words: from the OSError's errno where there is one; torch
+    reports a failed write as a RuntimeError that does not say why."""
+    errors = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+              errno.EACCES: "its folder is not writable", errno.EPERM: "its folder is not writable",
+              errno.EROFS: "its folder is on a read-only file system"}
+    if isinstance(cause, OSError) and cause.errno in errors:
+        return errors[cause.errno]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return "the disk is full or its folder is not writable"
 
 
 def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
@@ -284,6 +323,8 @@ def _resume_or_init(cfg, model, opt, meta, num_classes) -> tuple[int, dict]:
 
         meta["history"] = payload["meta"].get("history", [])
         meta["epochs_done"] = payload["meta"].get("epochs_done", 0)
+        if "init" in payload["meta"]:  # the warm start the run began from
+            meta["init"] = payload["meta"]["init"]
         return meta["epochs_done"], state
     if cfg.init:
         init_model, init_meta = load_model(cfg.init, num_classes)

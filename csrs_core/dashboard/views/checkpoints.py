@@ -191,7 +191,7 @@ if victim != "(choose)":
                 if job := job_using(root, path):
                     raise ValueError(f"{victim} is used by the {job.get('kind', '')} job {job['id']} "
                                      f"({job['state']}): cancel it or wait for it, then delete")
-                delete_checkpoint(path)
+                delete_checkpoint(path, victim)
             except (ValueError, FileWriteError) as exc:
                 st.error(f"Nothing was deleted: {exc}")
             else:
