@@ -3,6 +3,8 @@ one row per checkpoint, paired tests against a baseline, and notes on what was l
 The command line (csrs_core.cli.report) formats them; the dashboard shows the same numbers."""
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +136,13 @@ def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = 
     chosen, notes, _, differences = select_for_comparison(list_checkpoints(folder), name_of)
     notes += differences
     rows, tables, infos, costs = [], {}, {}, {}
+    classes = _common_classes(info for info, _ in chosen.values())
     for ckpt, (info, _) in chosen.items():
         name = name_of(ckpt)
+        if info.meta.get("classes") != classes:
+            notes.append(f"{name}: left out: its classes ({', '.join(map(str, info.meta.get('classes', [])))}) are not "
+                         f"the table's ({', '.join(map(str, classes))}); report it from a folder of its own case")
+            continue
         if mode == "paper" and info.meta.get("sequential"):
             notes.append(f"{name}: left out: its record is sequential, read with confidence sequences in sound mode "
                          "only (paper mode does not apply)")
@@ -187,6 +194,12 @@ def _header(cost_spec: str, eps: tuple, alpha: float, mode: str, costs: bool) ->
                  "predicts the true class (0 elsewhere); abstain = share of examples whose standard certificate "
                  "abstains; budget = Monte Carlo samples per example (n0 selection, n estimation)")
     return "\n".join(lines)
+
+
+def _common_classes(infos) -> list:
+    """The class names that most of the records compared share (the table's classes)."""
+    counted = Counter(json.dumps(info.meta.get("classes")) for info in infos)
+    return json.loads(counted.most_common(1)[0][0]) if counted else []
 
 
 def _row(name: str, info, cost_spec: str, eps: tuple, alpha: float, mode: str, cost_threshold):

@@ -131,3 +131,33 @@ def test_progress_events_read_as_sentences_without_none():
                      "training macer for 10 epochs (781 steps each)\n",
                      "epoch 1: loss 0.5000 (ce 0.4), train acc 0.800, 12 s\n",
                      "unheard-of: rate 2.5\n"]
+
+
+def test_a_model_of_other_classes_is_named_and_left_out(tmp_path, synthetic_checkpoint):
+    """A 4-class table does not take in a model of 2 classes: the note names it and says why."""
+    import shutil
+
+    from csrs_core.data import load_dataset
+    from csrs_core.models.architectures import build_model
+    from csrs_core.models.checkpoints import save_checkpoint
+    from csrs_core.reports import report_table
+    from csrs_core.sampling.stage_a import counts_record
+    from csrs_core.sampling.store import list_records, load_record, write_record
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(synthetic_checkpoint, folder / f"{name}.pt")
+        counts_record(folder / f"{name}.pt", load_dataset("synthetic").subset(np.arange(8)), n0=5, n=20,
+                      precision="fp32")
+    meta = {"arch": "resnet8", "classes": ["benign", "malignant"], "dataset": "ham10000", "sigma": 0.25,
+            "method": "gaussian", "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_checkpoint(folder / "two.pt", build_model("resnet8", 2, meta["mean"], meta["std"]), meta)
+    from csrs_core.models.checkpoints import file_digest
+    record = load_record(list_records(folder / "a.pt")[0].path)
+    two = {**record.meta, "classes": meta["classes"], "checkpoint_sha256": file_digest(folder / "two.pt")}
+    (folder / "two.certs").mkdir()
+    write_record(folder / "two.certs" / "r.npz", record.counts0[:, :2], record.counts[:, :2], record.labels % 2,
+                 record.indices, two)
+    report = report_table(folder, "overall", eps=0.1)
+    assert report.table.checkpoint.tolist() == ["a", "b"]
+    assert any(n.startswith("two: left out: its classes (benign, malignant) are not the table's") for n in report.notes)

@@ -205,3 +205,31 @@ def test_a_model_without_finite_logits_per_image_is_refused_everywhere(kind, wor
     with pytest.raises(CSRSError, match=f"broken.pt: its model returns {re.escape(words)}"):
         counts_record(tmp_path / "broken.pt", small, n0=10, n=10, precision="fp32")
     assert not (tmp_path / "broken.certs").exists()
+
+
+def test_a_stopped_sequential_run_keeps_every_decided_example_and_a_rerun_resumes(synthetic_checkpoint, small,
+                                                                                    tmp_path, monkeypatch):
+    from csrs_core.runtime.progress import ProgressLog, read_progress
+    from csrs_core.sampling import stage_a
+    ckpt = tmp_path / "m.pt"
+    shutil.copy(synthetic_checkpoint, ckpt)
+    request = {"eps": (0.2,), "alpha": 0.001, "cost": CostMatrix.seedwise(4, seeds=[1])}
+    real = stage_a._Decided.stopped
+
+    def interrupted(self, examples, samples):
+        real(self, examples, samples)
+        raise KeyboardInterrupt                     # Ctrl-C right after the first examples stopped
+    monkeypatch.setattr(stage_a._Decided, "stopped", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        counts_record(ckpt, small, n0=20, n=2_000, batch=64, precision="fp32", sequential=request)
+    monkeypatch.setattr(stage_a._Decided, "stopped", real)
+    log = tmp_path / "p.jsonl"
+    again = counts_record(ckpt, small, n0=20, n=2_000, batch=64, precision="fp32", sequential=request,
+                          progress=ProgressLog(log))
+    start = next(e for e in read_progress(log) if e["event"] == "start")
+    assert start["resumed"] >= 1 and start["examples"] == len(small) - start["resumed"]
+    fresh = tmp_path / "fresh" / "m.pt"
+    fresh.parent.mkdir()
+    shutil.copy(synthetic_checkpoint, fresh)
+    one = counts_record(fresh, small, n0=20, n=2_000, batch=64, precision="fp32", sequential=request)
+    np.testing.assert_array_equal(again.counts, one.counts)

@@ -236,3 +236,12 @@ def test_train_gives_back_the_signal_handlers_it_replaced(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is interrupt
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("method", ["cs-macer", "cohen-r"])
+def test_a_cost_sensitive_method_without_a_costly_mistake_is_refused(tmp_path, capsys, method):
+    from csrs_core.cli import commands as cli
+    base = ["train", "--method", method, "--dataset", "synthetic", "--out", str(tmp_path / "m"), "--epochs", "1"]
+    assert cli.main(base) == 2 and "needs --cost naming the costly mistakes" in capsys.readouterr().err
+    assert cli.main(base + ["--cost", "none"]) == 2 and "needs --cost" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -168,23 +168,26 @@ def _fixed_chunks(data, plan, model_dev, sigma, settings, mine, tracker, counts0
 
 def _sequential(data, plan, model_dev, sigma, settings, mine, rule, tracker, counts0, counts, done, save) -> None:
     """Every example of `mine` sampled until `rule` stops it; stopped examples saved at most every
-    SAVE_EVERY_S seconds and at the end, so a rerun after a kill keeps every example saved as stopped."""
+    SAVE_EVERY_S seconds, and when the run ends or is stopped (a signal, an error), so a rerun keeps every
+    example that had stopped (after SIGKILL, all but those of the last SAVE_EVERY_S seconds)."""
     last, unsaved = [time.monotonic()], []
 
     def stopped(positions, c0, c):
         counts0[positions], counts[positions], done[positions] = c0, c, True
-        tracker.stopped(len(positions), int(c.sum()))
         unsaved.extend(positions)
+        tracker.stopped(len(positions), int(c.sum()))
         if time.monotonic() - last[0] >= SAVE_EVERY_S:
             save(unsaved[:])
             unsaved.clear()
             last[0] = time.monotonic()
 
-    sample_sequential(plan.runnable(model_dev), data.images, data.indices, data.labels.numpy(), data.num_classes,
-                      sigma, settings["n0"], rule, plan.batch, settings["seed"], model_dev, plan.precision,
-                      positions=mine, on_batch=tracker, on_stop=stopped)
-    if unsaved:
-        save(unsaved)
+    try:
+        sample_sequential(plan.runnable(model_dev), data.images, data.indices, data.labels.numpy(),
+                          data.num_classes, sigma, settings["n0"], rule, plan.batch, settings["seed"], model_dev,
+                          plan.precision, positions=mine, on_batch=tracker, on_stop=stopped)
+    finally:
+        if unsaved:
+            save(unsaved)
 
 
 def _merge_shares(folder: Path, name: str, world: int, rank: int, counts0, counts, done) -> list[Path]:

@@ -34,6 +34,9 @@ from csrs_core.runtime.progress import ProgressLog
 from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
 
 
+COSTED = ("cohen-r", "cs-macer")  # the methods whose loss uses the cost matrix
+
+
 class TrainingError(CSRSError):
     """Training stopped; the message says why (also written to the progress file)."""
 
@@ -77,6 +80,10 @@ class TrainConfig:
     def __post_init__(self):
         for name, value in check_settings(TRAIN, dataclasses.asdict(self)).items():
             setattr(self, name, value)
+        if self.method in COSTED and self.cost.strip().lower() == "none":
+            raise SettingError(f"--method {self.method} needs --cost naming the costly mistakes (e.g. seedwise:3 or "
+                               "'pairwise:1>0'): without one it has no cost term and trains as "
+                               f"{'cohen' if self.method == 'cohen-r' else 'macer'} would")
         if self.lam is None:
             self.lam = DEFAULT_LAMBDA.get(self.method, 0.0)
         if self.method in ("gaussian", "cohen-r"):
@@ -214,6 +221,8 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
     log = ProgressLog(cfg.progress_path if rank == 0 else None, display=display if rank == 0 else None)
     data = load_dataset(cfg.dataset, "train", root=cfg.data_root, image_size=cfg.image_size)
     cost = parse_cost(cfg.cost, data.num_classes, data.classes)
+    if cfg.method in COSTED and not cost.matrix.any():
+        raise SettingError(f"--cost = {cfg.cost!r} makes no mistake costly: --method {cfg.method} needs at least one")
 
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_model(cfg.arch, data.num_classes, data.mean, data.std)

@@ -17,9 +17,9 @@ from csrs_core.dashboard.common import (case_classes, checkpoints_in_case, data_
 from csrs_core.dashboard.cost_editor import cost_grid, cost_tools
 from csrs_core.dashboard.jobs_panel import live_jobs
 from csrs_core.dashboard.option_widgets import option_widget, plain_name
+from csrs_core.training.loop import COSTED
 
 NAMED = [n for n, spec in DATASETS.items() if not spec.takes_path]
-COSTED = ("cs-macer", "cohen-r")  # the methods that train against the cost matrix
 
 
 def cost_refusal(method: str, cost) -> str | None:
