@@ -245,3 +245,25 @@ def test_a_cost_sensitive_method_without_a_costly_mistake_is_refused(tmp_path, c
     assert cli.main(base) == 2 and "needs --cost naming the costly mistakes" in capsys.readouterr().err
     assert cli.main(base + ["--cost", "none"]) == 2 and "needs --cost" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_each_epoch_records_a_val_measure_under_noise_and_tensorboard_is_asked_for_plainly(tmp_path, capsys):
+    """The history holds val_acc and val_rob_cs (a fixed val subset at n = 64) per epoch, the same whatever
+    else ran; --tensorboard without the package is refused before anything is written, naming it."""
+    import importlib.util
+
+    from csrs_core.cli import commands as cli
+    from csrs_core.models.checkpoints import read_meta
+    base = ["train", "--method", "cohen-r", "--dataset", "synthetic", "--arch", "resnet8", "--epochs", "2",
+            "--batch", "32", "--cost", "seedwise:1", "--val-examples", "16", "--quiet"]
+    assert cli.main(base + ["--out", str(tmp_path / "a")]) == 0
+    history = read_meta(tmp_path / "a.pt")["history"]
+    assert [sorted(k for k in h if k.startswith("val_")) for h in history] == [["val_acc", "val_rob_cs"]] * 2
+    assert all(0 <= h["val_acc"] <= 1 for h in history)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert cli.main(base + ["--out", str(tmp_path / "b"), "--tensorboard", str(tmp_path / "tb")]) == 2
+        assert "the tensorboard package is not installed" in capsys.readouterr().err
+        assert not (tmp_path / "b.pt").exists() and not (tmp_path / "tb").exists()
+    else:
+        assert cli.main(base + ["--out", str(tmp_path / "b"), "--tensorboard", str(tmp_path / "tb")]) == 0
+        assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

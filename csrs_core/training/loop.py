@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import importlib.util
 import math
 import os
 import signal
@@ -22,15 +23,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from csrs_core import CSRSError
+from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.certification.cost import parse_cost
+from csrs_core.certification.metrics import summarize
 from csrs_core.settings import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
-from csrs_core.data import load_dataset
+from csrs_core.data import DatasetError, load_dataset, select_examples
 from csrs_core.models.architectures import build_model, use_architecture
 from csrs_core.models.checkpoints import file_digest, load_model, read_checkpoint, save_checkpoint
 from csrs_core.runtime.device import autocast, distributed_setup, pick_device, set_threads
 from csrs_core.runtime.atomic import FileWriteError
 from csrs_core.runtime.locks import output_lock
 from csrs_core.runtime.progress import ProgressLog
+from csrs_core.sampling.counts import sample_counts
 from csrs_core.training.losses import cohen_r_loss, cost_tensor, cs_macer_loss, gaussian_loss, macer_loss
 
 
@@ -73,9 +77,11 @@ class TrainConfig:
     threads: int | None = TRAIN["threads"].default
     progress: str | None = TRAIN["progress"].default
     log_every: int = TRAIN["log_every"].default
+    val_examples: int = TRAIN["val_examples"].default
+    tensorboard: str | None = TRAIN["tensorboard"].default
 
     # settings that may change between a run and its resumption without changing the result
-    RUNTIME_ONLY = ("out", "data_root", "device", "threads", "progress", "log_every")
+    RUNTIME_ONLY = ("out", "data_root", "device", "threads", "progress", "log_every", "val_examples", "tensorboard")
 
     def __post_init__(self):
         for name, value in check_settings(TRAIN, dataclasses.asdict(self)).items():
@@ -92,6 +98,9 @@ class TrainConfig:
             raise SettingError(f"--lam-warmup = {self.lam_warmup:g} is not allowed with --epochs {self.epochs}: λ "
                                "would never reach its value; must be at most the number of epochs")
         pick_device(self.device)  # an unusable --device is refused before anything is written
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise SettingError(f"--tensorboard {self.tensorboard}: the tensorboard package is not installed here "
+                               "(pip install tensorboard), or leave --tensorboard out")
         try:  # MODULE:FACTORY names the user's own module: imported because the user asked for it
             self.arch = use_architecture(self.arch)
         except CSRSError as exc:
@@ -223,6 +232,8 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
     cost = parse_cost(cfg.cost, data.num_classes, data.classes)
     if cfg.method in COSTED and not cost.matrix.any():
         raise SettingError(f"--cost = {cfg.cost!r} makes no mistake costly: --method {cfg.method} needs at least one")
+    val = _val_subset(cfg, data, log) if rank == 0 else None
+    board = _board(cfg) if rank == 0 else None
 
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_model(cfg.arch, data.num_classes, data.mean, data.std)
@@ -257,6 +268,13 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
         stats = _run_epoch(cfg, net, opt, scaler, images, labels, cost_matrix, device, epoch, steps, world, rank,
                            log, stopper)
         if stats is not None:
+            if val is not None:
+                stats.update(_val_measure(cfg, model, val, cost, device))
+            if board is not None:
+                for name, value in stats.items():
+                    if isinstance(value, (int, float)) and name != "epoch":
+                        board.add_scalar(name, value, epoch + 1)
+                board.flush()
             meta["history"].append(stats)
             meta["epochs_done"] = epoch + 1
             if rank == 0:
@@ -267,6 +285,8 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
             error = TrainingInterrupted(stopper.signum, meta["epochs_done"])
             log.write("interrupted", epoch=meta["epochs_done"], message=str(error))
             raise error
+    if board is not None:
+        board.close()
     log.write("done", epoch=cfg.epochs, checkpoint=str(cfg.checkpoint_path), seconds=time.time() - t_run)
     return meta
 
@@ -366,6 +386,45 @@ def stream(purpose: str, seed: int, epoch: int, device, rank: int = 0) -> torch.
     augmentation are shared by all ranks (each takes its own rows); the noise is each rank's own."""
     digest = hashlib.sha256(f"csrs-train:{purpose}:{seed}:{epoch}:{rank}".encode()).digest()
     return torch.Generator(device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+VAL_N0, VAL_N = 16, 64   # noisy copies per val example after each epoch: a cheap view of progress
+
+
+def _val_subset(cfg: TrainConfig, data, log: ProgressLog):
+    """The fixed val examples measured after each epoch (a stratified choice, seed 0), or None: none asked
+    for, or the data set has no val split (said in the log)."""
+    if not cfg.val_examples:
+        return None
+    try:
+        val = load_dataset(cfg.dataset, "val", root=cfg.data_root, image_size=cfg.image_size or data.images.shape[-1])
+    except DatasetError as exc:
+        log.write("note", message=f"no per-epoch val measure: {exc}")
+        return None
+    return val.subset(select_examples(val.labels.numpy(), cfg.val_examples, None, 0))
+
+
+def _val_measure(cfg: TrainConfig, model, val, cost, device) -> dict:
+    """val_acc and val_rob_cs (at ε = σ) of the smoothed classifier on the val examples, from VAL_N0 + VAL_N
+    noisy copies each (noise seed 0, its own streams: training's random streams are untouched). A noisy
+    view of progress at a tiny n, not a certificate to report."""
+    was_training = model.training
+    c0, c = sample_counts(model, val.images, val.indices, val.num_classes, cfg.sigma, VAL_N0, VAL_N, batch=256,
+                          seed=0, device=device, precision="fp32")
+    model.train(was_training)
+    summary = summarize(certify_from_counts(c0, c, val.labels.numpy(), cost, sigma=cfg.sigma), cfg.sigma)
+    out = {"val_acc": summary["acc"]}
+    if summary["n_sensitive"]:
+        out["val_rob_cs"] = summary["rob_cs"]
+    return out
+
+
+def _board(cfg: TrainConfig):
+    """A TensorBoard writer for --tensorboard (the package's presence was checked with the settings), or None."""
+    if not cfg.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(cfg.tensorboard)
 
 
 def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps, world, rank, log,
