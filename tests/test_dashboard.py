@@ -279,3 +279,20 @@ def test_a_single_stale_record_can_be_deleted(tmp_path, synthetic_checkpoint, mo
     at.button(key=f"delete_record::{stale.path}").click().run()
     assert not at.exception and not stale.path.exists()
     assert [r.status for r in list_records(case / "csmacer.pt")] == ["valid"]
+
+
+def test_the_repository_entry_opens_the_same_app(monkeypatch):
+    """`streamlit run dashboard/app.py` from the repository's root: the same pages as `csrs dashboard`, on the
+    shipped checkpoints, the repository's config keeping it on loopback with usage statistics off."""
+    import tomllib
+
+    from streamlit.testing.v1 import AppTest
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("CSRS_CHECKPOINTS", raising=False)
+    at = AppTest.from_file(str(repo / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Explore & compare"]
+    config = tomllib.loads((repo / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1" and config["browser"]["gatherUsageStats"] is False
