@@ -97,7 +97,7 @@ def test_the_overdue_kill_never_signals_a_process_that_reused_the_pid(tmp_path, 
 @pytest.mark.parametrize("last, state", [("done", "done"), ("epoch", "failed")])
 def test_an_orphan_that_ended_reads_done_only_after_a_done_event(tmp_path, last, state):
     events = [{"event": "start", "time": 1.0}, {"event": "epoch", "time": 2.0}, {"event": last, "time": 3.0}]
-    job = _orphan(tmp_path, _ended_identity(), **{"progress.jsonl": "".join(json.dumps(e) + "\n" for e in events)})
+    _orphan(tmp_path, _ended_identity(), **{"progress.jsonl": "".join(json.dumps(e) + "\n" for e in events)})
     [info] = jobs.list_jobs(tmp_path)
     assert info["state"] == state and "runner" in info["reason"], info["reason"]
 

@@ -22,7 +22,6 @@ from csrs_core.sampling.counts import sample_counts
 from csrs_core.sampling.sequential import StoppingRule, next_check, sample_sequential
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.sampling.store import RecordInfo, list_records
-from csrs_core.settings import SettingError
 
 SEQUENCES = 100_000
 CHECKS = np.unique(np.concatenate([np.arange(1, 101), np.geomspace(100, 20_000, 60).astype(int)]))

@@ -62,12 +62,7 @@ class CountsRecord:
     def bounds(self):
         """The confidence bounds its counts are read with: a confidence sequence for a sequential record
         (valid at each example's data-dependent stop), else Clopper–Pearson."""
-        return bounds_for(self.meta)
-
-
-def bounds_for(meta: dict):
-    """The confidence bounds that a record with metadata `meta` is read with (see CountsRecord.bounds)."""
-    return BETA_BINOMIAL if meta.get("sequential") else CLOPPER_PEARSON
+        return BETA_BINOMIAL if self.meta.get("sequential") else CLOPPER_PEARSON
 
 
 @dataclass
