@@ -78,9 +78,13 @@ class NoisyVotes:
             self._run(self.filled)
             self.filled = 0
 
-    def read(self) -> tuple[np.ndarray, np.ndarray]:
-        """counts0 [N, m] and counts [N, m] of every position (call flush first)."""
-        out = self.counts[:self.padding * self.m].view(-1, 2, self.m).cpu().numpy()
+    def read(self, rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """counts0 and counts [len, m] of the positions `rows` (default every one; call flush first):
+        only those rows leave the device."""
+        out = self.counts[:self.padding * self.m].view(-1, 2, self.m)
+        if rows is not None:
+            out = out[torch.as_tensor(rows, dtype=torch.long, device=out.device)]
+        out = out.cpu().numpy()
         return out[:, 0].copy(), out[:, 1].copy()
 
     def _run(self, real: int) -> None:

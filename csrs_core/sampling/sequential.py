@@ -86,13 +86,13 @@ def sample_sequential(model: torch.nn.Module, images: torch.Tensor, indices, lab
             votes.draw(example.gen, example.x, 2 * local, n0)
             active.append(example)
         votes.flush()
-        c0, c = votes.read()
         rows = [e.local for e in active]
-        go_on = rule.keep_going(c0[rows], c[rows], labels[rows])
+        c0, c = votes.read(rows)                    # the active examples' rows only
+        go_on = rule.keep_going(c0, c, labels[rows])
         done = [e.local for e, keep in zip(active, go_on) if not keep]
         active = [e for e, keep in zip(active, go_on) if keep]
         if on_stop and done:
-            on_stop([positions[i] for i in done], c0[done], c[done])
+            on_stop([positions[i] for i in done], c0[~go_on], c[~go_on])
     c0, c = votes.read()
     counts0, counts = np.zeros((N, num_classes), np.int64), np.zeros((N, num_classes), np.int64)
     counts0[positions], counts[positions] = c0, c
