@@ -287,6 +287,8 @@ def _train(cfg: TrainConfig, display, stopper: _StopFlag) -> dict:
             raise error
     if board is not None:
         board.close()
+    if world > 1:  # every rank waits for rank 0's last checkpoint, so none leaves the group while it works
+        dist.barrier()
     log.write("done", epoch=cfg.epochs, checkpoint=str(cfg.checkpoint_path), seconds=time.time() - t_run)
     return meta
 
