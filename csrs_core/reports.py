@@ -87,7 +87,9 @@ def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
     names = df["checkpoint"].tolist()
     if baseline is None:
         gaussian = df.loc[df["method"] == "gaussian", "checkpoint"].tolist()
-        return gaussian[0] if len(gaussian) == 1 else names[0]
+        if len(gaussian) == 1:
+            return gaussian[0]
+        return "cohen" if "cohen" in gaussian else names[0]
     name = baseline[:-3] if baseline.endswith(".pt") else baseline
     if name in names:
         return name
@@ -97,7 +99,7 @@ def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
 
 
 def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = "sound",
-                 baseline: str | None = None, cost_threshold: float | None = None) -> Report:
+                 baseline: str | None = None, cost_threshold: float | None = None, examples=None) -> Report:
     """Metrics per checkpoint under `folder` from its chosen record (csrs_core.sampling.store.select_for_comparison), and
     paired tests of every checkpoint against `baseline`.
 
@@ -109,11 +111,14 @@ def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = 
     standard certificate abstains) and budget (the record's Monte Carlo budget, see `budget`).
 
     baseline: a checkpoint name as in the table (relative to `folder`, without .pt); by default the
-    one whose method is 'gaussian' if exactly one is, else the first row. For every checkpoint whose
+    one whose method is 'gaussian' if exactly one is, else the Gaussian one named 'cohen', else the first row. For every checkpoint whose
     record has the baseline's data identity (the same examples), d_acc and d_rob_cs are its Acc and
     Rob_cs(eps) minus the baseline's, and p_acc, p_rob_cs the exact two-sided McNemar p-values
     (csrs_core.certification.stats); the baseline's own row has d = 0 and p = NaN. Other checkpoints get NaN and a
     note. The p-values are not adjusted for multiple comparisons.
+
+    examples: a sample file (.npz); only records of exactly its examples are compared (by default
+    the policy of select_for_comparison chooses the examples).
 
     Records on the same examples but with other settings (n0, n, seed, precision, scheme, σ) are
     still paired and tested, as the pairing is valid; a note then names the settings in which the
@@ -133,7 +138,8 @@ def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = 
     def name_of(ckpt) -> str:
         return str(Path(ckpt).relative_to(folder).with_suffix(""))
 
-    chosen, notes, _, differences = select_for_comparison(list_checkpoints(folder), name_of)
+    content = None if examples is None else _sample_digest(examples)
+    chosen, notes, _, differences = select_for_comparison(list_checkpoints(folder), name_of, content)
     notes += differences
     rows, tables, infos, costs = [], {}, {}, {}
     classes = _common_classes(info for info, _ in chosen.values())
@@ -180,6 +186,15 @@ def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = 
                    f"two-sided paired sign-flip permutation test of the mean cost (20,000 random patterns: "
                    f"5e-05 is its floor)")
     return Report(df, notes, header, ref, differences, eps)
+
+
+def _sample_digest(path) -> str:
+    """The content digest of the examples of a sample file, as records store it; SettingError when unreadable."""
+    from csrs_core.data import DatasetError, load_dataset
+    try:
+        return load_dataset(f"sample:{path}").content_digest()
+    except DatasetError as exc:
+        raise SettingError(f"--examples = {str(path)!r}: {exc}") from None
 
 
 def _header(cost_spec: str, eps: tuple, alpha: float, mode: str, costs: bool) -> str:

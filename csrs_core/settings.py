@@ -250,9 +250,14 @@ REPORT = {o.name: o for o in (
          "share of sensitive examples whose certified worst-case cost is ≤ τ, with paired sign-flip "
          "permutation tests of the per-example costs (default: only for a real-valued cost matrix, with τ = 0)",
          low=0),
+    _opt("examples", str, None, "a sample file (.npz, as --dataset sample:PATH reads it): compare only records of "
+         "exactly its examples (default: the examples that the most checkpoints have records of)"),
+    _opt("seeds", str, None, "other folders (comma-separated) holding the same recipes trained at other seeds, "
+         "certified on the same examples: the table then gives each checkpoint name's mean ± sd over --checkpoints and "
+         "these folders, with each seed's paired test and a t-test over seeds (at the first ε)"),
     _opt("baseline", str, None, "checkpoint (its name in the table: relative to --checkpoints, without .pt) "
          "that paired tests (exact McNemar on the same examples) compare every other against; default: "
-         "the one trained with method gaussian if exactly one is, else the first row"),
+         "the one trained with method gaussian if exactly one is, else the Gaussian one named cohen, else the first row"),
 )}
 
 

@@ -98,16 +98,16 @@ def val_expected_cost(ckpt: Path, val, case: dict) -> float:
                                 eps=case["eps"]).mean())
 
 
-def ship(name: str, source: Path, sample) -> None:
-    """Copy the chosen model to checkpoints/<case>-next/<name>.pt (never a stale copy) and certify it on
-    the case's shipped test sample."""
+def ship(name: str, source: Path, sample, folder: str | None = None) -> None:
+    """Copy the chosen model to checkpoints/<folder>/<name>.pt (folder: <case>-next unless given; never a
+    stale copy) and certify it on the case's shipped test sample."""
     case = name.split("/")[0]
-    dest = REPO / "checkpoints" / f"{case}-next" / f"{name.split('/')[1]}.pt"
+    dest = REPO / "checkpoints" / (folder or f"{case}-next") / f"{name.split('/')[1]}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or file_digest(dest) != file_digest(source):
         shutil.copy(source, dest)
     counts_record(dest, sample, n0=100, n=1000, precision="bf16", batch=128,
-                   command=f"csrs certify --checkpoint checkpoints/{name}.pt --dataset "
+                   command=f"csrs certify --checkpoint checkpoints/{folder or case}/{dest.name} --dataset "
                            f"sample:checkpoints/{case}/test-sample.npz --n0 100 --n 1000 --precision bf16")
 
 
@@ -115,7 +115,7 @@ def cost10(work: Path):
     """The real-valued HAM10000 case (see the module's docstring)."""
     case = CASES["ham10000"]
     work.mkdir(parents=True, exist_ok=True)
-    val = load_dataset(case["dataset"], "val", root=DATA_ROOT)
+    val = val_split(case)
     cohen = REPO / "checkpoints" / "ham10000" / "cohen.pt"
     results = {"cohen": {**val_metrics(cohen, val, case), "expected_cost": val_expected_cost(cohen, val, case)}}
     warm = [*WARM, "--epochs", case["warm_epochs"], "--lam-warmup", case["lam_warmup"], "--init", str(cohen)]
@@ -136,13 +136,20 @@ def cost10(work: Path):
     ship(f"ham10000/{COST10['name']}", work / f"{chosen}.pt", sample)
 
 
-def main(name: str, work: Path):
-    case = CASES[name]
-    work.mkdir(parents=True, exist_ok=True)
+def val_split(case: dict):
+    """The case's validation examples the rules score on (held out from training, never test)."""
     size = int(case["image_size"]) if case.get("image_size") else None
     val = load_dataset(case["dataset"], "val", root=DATA_ROOT, image_size=size)
     if case["val_per_class"]:
         val = val.subset(select_examples(val.labels.numpy(), per_class=case["val_per_class"], seed=0))
+    return val
+
+
+def main(name: str, work: Path):
+    case = CASES[name]
+    work.mkdir(parents=True, exist_ok=True)
+    size = int(case["image_size"]) if case.get("image_size") else None
+    val = val_split(case)
     results = {}
     cohen = train(work, case, "cohen", "--method", "gaussian", *case["cohen"])
     results["cohen"] = val_metrics(cohen, val, case)

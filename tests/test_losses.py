@@ -109,13 +109,17 @@ def test_cohen_r_weights_and_gaussian():
     logits, labels = _case(0)
     cost = CostMatrix.seedwise(5, [int(labels[0])])
     loss, _ = cohen_r_loss(logits, labels, cost, weight=1.2)
-    ce = torch.nn.functional.cross_entropy(logits[:, 0], labels, reduction="none")
+    assert logits.shape[1] > 1  # the mean over every noisy copy, each copy's cross-entropy computed alone
+    ce = torch.stack([torch.nn.functional.cross_entropy(logits[:, j], labels, reduction="none")
+                      for j in range(logits.shape[1])]).mean(0)
     w = torch.where(labels == labels[0], 1.2, 1.0)
     assert loss.item() == pytest.approx(((w * ce).sum() / len(labels)).item())
     g, _ = gaussian_loss(logits, labels)
     assert g.item() == pytest.approx(ce.mean().item())
     same, _ = cohen_r_loss(logits, labels, cost, weight=1.0)
     assert same.item() == pytest.approx(g.item())
+    one, _ = gaussian_loss(logits[:, :1], labels)  # Cohen et al.'s recipe: one noisy copy
+    assert one.item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:, 0], labels).item())
 
 
 def test_saturated_probabilities_give_finite_gradients():

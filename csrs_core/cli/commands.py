@@ -117,8 +117,10 @@ def cmd_report(a):
     from csrs_core.reports import (COST_COLUMNS, INTERVAL_COLUMNS, RADIUS_COLUMNS, STAT_COLUMNS, metric_columns,
                                    report_table)
     s = check_settings(REPORT, vars(a))
+    if s["seeds"]:
+        return _report_seeds(s)
     report = report_table(s["checkpoints"], s["cost"], s["eps"], s["alpha"], s["mode"], baseline=s["baseline"],
-                          cost_threshold=s["cost_threshold"])
+                          cost_threshold=s["cost_threshold"], examples=s["examples"])
     under_table = [] if s["format"] in ("csv", "latex") else report.differences  # beside the numbers they affect
     for note in report.notes:
         if note not in under_table:
@@ -162,6 +164,35 @@ def cmd_report(a):
             print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         for line in under_table:
             print(f"note: {line}")
+    return 0
+
+
+def _report_seeds(s: dict) -> int:
+    """`csrs report --seeds`: the table over training seeds (csrs_core.seed_report)."""
+    from csrs_core.seed_report import seeds_table
+    if s["format"] == "latex":
+        raise CSRSError("--format latex is not available with --seeds; use --format csv or markdown")
+    folders = [s["checkpoints"]] + [f.strip() for f in s["seeds"].split(",") if f.strip()]
+    report = seeds_table(folders, s["cost"], s["eps"][0], s["alpha"], s["mode"], s["baseline"], s["examples"])
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(report.header, file=sys.stdout if s["format"] == "text" else sys.stderr)
+    df = report.table
+    if s["format"] == "csv":
+        print(df.to_csv(index=False, float_format="%.4f"), end="")
+        return 0
+    shown = df.copy()
+    for c in ("d_acc", "d_rob_cs"):
+        shown[c] = shown[c].map(lambda v: f"{v:+.3f}")
+    for c in ("p_acc_seeds", "p_rob_cs_seeds"):
+        shown[c] = shown[c].map(lambda v: "-" if v != v else f"{v:.2g}")
+    if s["format"] == "markdown":
+        shown = shown.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns))
+        for row in shown.itertuples(index=False):
+            print("| " + " | ".join(row) + " |")
+    else:
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

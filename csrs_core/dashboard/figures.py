@@ -14,7 +14,7 @@ from csrs_core.certification.stats import proportion_interval
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 SCHEME = "tableau10"  # one colour per checkpoint, in the order the checkpoints are listed
-SHAPES = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "triangle-up"}
+SHAPES = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "triangle-up", "cohen-shift": "x"}
 METRIC_DASH = {"Rob_cs": [1, 0], "Rob_std": [6, 3], "certified acc.": [2, 2]}
 DOTTED = [2, 3]
 

@@ -268,10 +268,23 @@ def resnet18(num_classes):
     return torchvision.models.resnet18(weights=None, num_classes=num_classes)
 
 
-def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-    """Normalize(mean, std) followed by the registered architecture (aliases accepted). A name that is
-    not registered is refused, never imported (it may come from a checkpoint): the message says how to
-    allow it."""
+class LogitShift(nn.Module):
+    """Adds a fixed vector to the logits: the base model's decision threshold moved toward some classes
+    (the cohen-shift baseline). The vector is part of the checkpoint's metadata, not of its weights."""
+
+    def __init__(self, shift: Sequence[float]):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([float(v) for v in shift]).view(1, -1), persistent=False)
+
+    def forward(self, logits):
+        return logits + self.shift.to(logits.dtype)
+
+
+def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
+                logit_shift: Sequence[float] | None = None) -> nn.Module:
+    """Normalize(mean, std) followed by the registered architecture (aliases accepted), and by
+    LogitShift(logit_shift) when one is given. A name that is not registered is refused, never
+    imported (it may come from a checkpoint): the message says how to allow it."""
     _discover()
     name = canonical_arch(arch)
     if name not in _REGISTRY:
@@ -280,4 +293,6 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
     if not isinstance(net, nn.Module):
         raise CSRSError(f"architecture {arch!r} ({_origin(_REGISTRY[name])}) returned a {type(net).__name__}: "
                         f"a factory must be {FACTORY_HELP}")
-    return nn.Sequential(Normalize(mean, std), net)
+    if logit_shift is None:
+        return nn.Sequential(Normalize(mean, std), net)
+    return nn.Sequential(Normalize(mean, std), net, LogitShift(logit_shift))

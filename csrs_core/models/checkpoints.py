@@ -13,6 +13,7 @@ import re
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -101,6 +102,11 @@ def _check_contents(path, payload: dict) -> None:
                 or (name == "std" and min(v) <= 0)):
             raise CheckpointError(f"{path} metadata {name!r} must be a list of finite numbers"
                                   f"{' > 0' if name == 'std' else ''}; got {v!r:.60}")
+    shift = meta.get("logit_shift")
+    if shift is not None and (not isinstance(shift, list) or len(shift) != len(classes) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in shift)):
+        raise CheckpointError(f"{path} metadata 'logit_shift' must be a list of {len(classes)} finite numbers (one "
+                              f"per class); got {shift!r:.60}")
     for name in ("arch", "method", "dataset"):
         if not isinstance(meta[name], str):
             raise CheckpointError(f"{path} metadata {name!r} must be text; got {meta[name]!r:.40}")
@@ -135,7 +141,7 @@ def load_model(path, num_classes: int | None = None):
     if num_classes is not None and num_classes != m:
         raise CheckpointError(f"{path} was trained on {m} classes but the data has {num_classes}")
     try:  # an architecture not registered here is refused, never imported because the file names it
-        model = build_model(meta["arch"], m, meta["mean"], meta["std"])
+        model = build_model(meta["arch"], m, meta["mean"], meta["std"], meta.get("logit_shift"))
     except CSRSError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
@@ -144,6 +150,20 @@ def load_model(path, num_classes: int | None = None):
         raise CheckpointError(f"{path}: weights do not fit architecture {meta['arch']} with {m} classes: "
                               f"{str(exc).splitlines()[0]}") from None
     return model.eval(), meta
+
+
+def save_shifted(source, out, shift: Sequence[float], method: str = "cohen-shift") -> None:
+    """Write to `out` the model of checkpoint `source` with `shift` added to its logits (a decision
+    threshold baseline): the same weights, the shift in the metadata, the source named by content."""
+    model, meta = load_model(source)
+    shift = [float(v) for v in shift]
+    meta = {k: v for k, v in meta.items() if k not in ("tensors_sha256", "code_version")}
+    meta.update(method=method, logit_shift=shift,
+                init={"checkpoint": Path(source).name, "sha256": file_digest(source), "method": meta["method"],
+                      "epochs": meta.get("epochs_done")})
+    if len(shift) != len(meta["classes"]) or not all(map(math.isfinite, shift)):
+        raise CheckpointError(f"a logit shift needs {len(meta['classes'])} finite numbers (one per class); got {shift}")
+    save_checkpoint(out, model, meta)  # the weights (the shift is not one of them) and the metadata
 
 
 @lru_cache(maxsize=512)

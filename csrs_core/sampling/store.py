@@ -263,7 +263,8 @@ def choose_records(listings: dict) -> dict:
     return choose_together(listings)[0]
 
 
-def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict, list[str]]:
+def select_for_comparison(checkpoints, name=None, content_sha256: str | None = None
+                          ) -> tuple[dict, list[str], dict, list[str]]:
     """The records compared side by side for `checkpoints`, chosen together by the one comparison
     policy (csrs_core.certification.comparisons.choose_together: the examples, n0, n, seed, precision
     and scheme shared by the most checkpoints).
@@ -271,7 +272,8 @@ def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict
     Returns ({checkpoint: (RecordInfo, same_data)} for checkpoints with a valid record; notes on
     unreadable checkpoints and on corrupt and stale records; {checkpoint: its listing} for every
     readable checkpoint; one line per setting in which the records chosen still differ, each
-    checkpoint named by `name(checkpoint)`, default its file name without .pt)."""
+    checkpoint named by `name(checkpoint)`, default its file name without .pt). With `content_sha256`,
+    only records of exactly those examples (ImageSet.content_digest) are considered."""
     notes, listings = [], {}
     for ckpt in checkpoints:
         try:
@@ -279,7 +281,8 @@ def select_for_comparison(checkpoints, name=None) -> tuple[dict, list[str], dict
         except CheckpointError as exc:
             notes.append(f"{ckpt}: left out: {exc}")
             continue
-        listings[ckpt] = infos = list_records(ckpt)
+        listings[ckpt] = infos = [i for i in list_records(ckpt)
+                                  if content_sha256 is None or i.meta.get("content_sha256") == content_sha256]
         for info in infos:
             if info.status == "corrupt":
                 notes.append(f"{ckpt}: record {info.path.name} is corrupt ({info.reason}); not used")

@@ -69,18 +69,26 @@ def _omega(cost, labels: torch.Tensor):
     return rows > 0, rows.double()
 
 
+def _copies_ce(logits, labels) -> torch.Tensor:
+    """Each example's cross-entropy averaged over its noisy copies (logits [B, k, C])."""
+    b, k, c = logits.shape
+    ce = F.cross_entropy(logits.reshape(b * k, c).float(), labels.repeat_interleave(k), reduction="none")
+    return ce.view(b, k).mean(1)
+
+
 def gaussian_loss(logits, labels, as_tensors: bool = False):
-    """Cohen et al.: cross-entropy of the first noisy copy."""
-    loss = F.cross_entropy(logits[:, 0].float(), labels)
+    """Cohen et al.: cross-entropy of the noisy copies (one copy in their recipe; with --gauss-num k,
+    the mean over k, so a Gaussian run can be given MACER's budget of noisy images)."""
+    loss = _copies_ce(logits, labels).mean()
     return loss, _report({"ce": loss}, as_tensors)
 
 
 def cohen_r_loss(logits, labels, cost, weight: float = 1.2, as_tensors: bool = False):
-    """Cross-entropy with weight `weight` on sensitive examples, 1 elsewhere, divided by B; with
-    real costs a sensitive example's weight is `weight` times its row's largest cost."""
+    """Cross-entropy (mean over the noisy copies) with weight `weight` on sensitive examples, 1 elsewhere,
+    divided by B; with real costs a sensitive example's weight is `weight` times its row's largest cost."""
     omega, costs = _omega(cost, labels)
     sensitive = omega.any(1)
-    ce = F.cross_entropy(logits[:, 0].float(), labels, reduction="none")
+    ce = _copies_ce(logits, labels)
     if costs is None:
         w = torch.where(sensitive, weight, 1.0)
     else:
