@@ -25,7 +25,7 @@ from csrs_core.settings import REPORT, SettingError, check_settings
 COLUMNS = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non"]
 STAT_COLUMNS = ["balanced_acc", "d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]
 INTERVAL_COLUMNS = ["acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi", "p_acc_holm", "p_rob_cs_holm"]
-TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS
+TABLE_COLUMNS = COLUMNS + STAT_COLUMNS + ["examples", "sensitive_examples", "record"] + INTERVAL_COLUMNS
 COST_COLUMNS = ["expected_cost", "rob_cs_tau", "d_expected_cost", "p_expected_cost"]  # real-valued costs, or τ given
 RADIUS_COLUMNS = ["acr", "abstain", "budget"]  # every table: ACR, abstention and the record's Monte Carlo budget
 SAMPLES = "samples_per_example"  # mean estimation samples per example, added when a record is sequential
@@ -159,7 +159,7 @@ def report_table(folder, cost_spec: str, eps, alpha: float = 0.001, mode: str = 
             costs[name] = cost
         rows.append(row)
     cost_columns = COST_COLUMNS if costs else []
-    columns = (metric_columns(eps) + STAT_COLUMNS + ["n", "n_sensitive", "record"] + INTERVAL_COLUMNS + cost_columns
+    columns = (metric_columns(eps) + STAT_COLUMNS + ["examples", "sensitive_examples", "record"] + INTERVAL_COLUMNS + cost_columns
                + RADIUS_COLUMNS)
     df = pd.DataFrame(rows, columns=columns)
     for c in metric_columns(eps)[2:] + STAT_COLUMNS + INTERVAL_COLUMNS + cost_columns + ["acr", "abstain"]:
@@ -217,6 +217,15 @@ def _common_classes(infos) -> list:
     return json.loads(counted.most_common(1)[0][0]) if counted else []
 
 
+def standard_columns(table: pd.DataFrame, eps) -> dict:
+    """The field's standard numbers of one certificate table: cert_acc@ε and rob_cs@ε for each ε of
+    `eps` (eps_column names), acr and abstain (see report_table)."""
+    curve = eps_curve(table, eps)
+    return {**{eps_column("cert_acc", e): v for e, v in zip(eps, curve["certified_acc"])},
+            **{eps_column("rob_cs", e): v for e, v in zip(eps, curve["rob_cs"])},
+            "acr": average_certified_radius(table), "abstain": abstention_rate(table)}
+
+
 def _row(name: str, info, cost_spec: str, eps: tuple, alpha: float, mode: str, cost_threshold):
     """One checkpoint's table row from its record (the metrics at every ε of `eps`, the paired ones at
     the first), its certificate table, and its per-example certified costs at the first ε (None unless
@@ -227,13 +236,9 @@ def _row(name: str, info, cost_spec: str, eps: tuple, alpha: float, mode: str, c
     read = {"sigma": record.meta["sigma"], "alpha": alpha, "mode": mode, "bounds": record.bounds}
     table = certify_from_counts(record.counts0, record.counts, record.labels, cost, **read)
     s = metrics_row(table, eps[0])
-    curve = eps_curve(table, eps)
     row = {"checkpoint": name, "method": record.meta["method"], "record": info.path.name,
            SAMPLES: float(record.n_used.mean()),
-           **{k: s[k] for k in TABLE_COLUMNS if k in s},
-           **{eps_column("cert_acc", e): v for e, v in zip(eps, curve["certified_acc"])},
-           **{eps_column("rob_cs", e): v for e, v in zip(eps, curve["rob_cs"])},
-           "acr": average_certified_radius(table), "abstain": abstention_rate(table),
+           **{k: s[k] for k in TABLE_COLUMNS if k in s}, **standard_columns(table, eps),
            "budget": budget(record.meta, record.n_used)}
     if cost_threshold is None and cost.is_binary:
         return row, table, None
@@ -248,7 +253,7 @@ def _paired_columns(df: pd.DataFrame, i: int, name: str, ref: str, tables: dict,
     """Fill row i's d_* and p_* against the baseline `ref` (paired on the same examples only), adding a
     note when the row is not compared or its record's settings differ from the baseline's."""
     if name == ref:
-        df.loc[i, ["d_acc", "d_rob_cs"]] = [0.0, 0.0 if df.loc[i, "n_sensitive"] else np.nan]
+        df.loc[i, ["d_acc", "d_rob_cs"]] = [0.0, 0.0 if df.loc[i, "sensitive_examples"] else np.nan]
         if costs:
             df.loc[i, "d_expected_cost"] = 0.0
         return

@@ -52,7 +52,7 @@ def seeds_table(folders, cost_spec: str, eps: float, alpha: float = 0.001, mode:
     tables = [r.table.set_index("checkpoint") for r in reports]
     names = [n for n in tables[0].index if all(n in t.index for t in tables[1:])]
     notes = [f"{n}: left out: not in every folder" for n in tables[0].index if n not in names]
-    examples = {r.table["n"].iloc[0] for r in reports}
+    examples = {r.table["examples"].iloc[0] for r in reports}
     if len(examples) > 1:
         notes.append(f"the folders' records cover different numbers of examples ({sorted(examples)})")
     rows = []

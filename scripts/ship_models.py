@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from csrs_core.cases import write_case_file
 from csrs_core.certification.certificates import certified_cost, certify_from_counts
 from csrs_core.certification.cost import parse_cost
 from csrs_core.certification.metrics import summarize
@@ -38,13 +39,17 @@ CASES = {
                     cs_name="cs-macer-seed3", extra_costs={"cs-macer-pair3to5": "pairwise:3>5"}, val_per_class=50,
                     cohen=["--epochs", "10", "--batch", "128", "--lr", "0.1"],
                     cohen_r=["--weight", "1.2", "--epochs", "2", "--batch", "128", "--lr", "0.01", "--init"],
-                    warm_epochs="2", lam_warmup="1", macer_lams=("1", "3"), cs_lams=("0.5", "1"), nopool=None),
+                    warm_epochs="2", lam_warmup="1", macer_lams=("1", "3"), cs_lams=("0.5", "1"), nopool=None,
+                    question="can a cat be certified as a cat within ε = 0.25, so that no perturbation that small "
+                             "makes it any other class? (every mistake on a cat costs; the paper's Single (3))"),
     "ham10000": dict(dataset="ham10000", arch="resnet8-pool4", sigma="0.5", eps=0.5, cost="pairwise:1>0",
                      cs_name="cs-macer", extra_costs={}, val_per_class=None,
                      cohen=["--epochs", "30", "--batch", "128", "--lr", "0.1"],
                      cohen_r=["--weight", "1.2", "--epochs", "30", "--batch", "128", "--lr", "0.1"],
                      warm_epochs="20", lam_warmup="5", macer_lams=("0.1", "0.3", "1"), cs_lams=("0.3", "0.5", "1"),
-                     nopool="resnet8"),
+                     nopool="resnet8",
+                     question="can a malignant lesion be pushed to \"benign\" by a perturbation of size ε = 0.5? "
+                              "(only malignant → benign costs; benign → malignant is the cheap mistake)"),
     # Imagenette at 64×64 (the paper: 224×224) behind a 2×2 pool, so two CPU cores can train it; the
     # test split is Imagenette's val folder, and the shipped test sample is 50 images per class.
     "imagenette": dict(dataset="imagenette", image_size="64", arch="resnet20-pool2", sigma="0.5", eps=0.5,
@@ -53,7 +58,9 @@ CASES = {
                        cohen=["--epochs", "60", "--batch", "128", "--lr", "0.1"],
                        cohen_r=["--weight", "1.2", "--epochs", "60", "--batch", "128", "--lr", "0.1"],
                        warm_epochs="10", lam_warmup="2", macer_lams=("1", "3"), cs_lams=("0.5", "1"),
-                       nopool=None),
+                       nopool=None,
+                       question="can a gas pump be pushed to any other class by a perturbation of size ε = 0.5? "
+                                "(every mistake on a gas pump costs; the paper's Table 1)"),
 }
 
 
@@ -145,6 +152,13 @@ def val_split(case: dict):
     return val
 
 
+def case_file(name: str) -> None:
+    """checkpoints/<name>/case.json: what the dashboard opens the case on (csrs_core.cases)."""
+    case = CASES[name]
+    write_case_file(REPO / "checkpoints" / name, question=case["question"], cost=case["cost"], eps=case["eps"],
+                    baseline="cohen", focus=case["cs_name"])
+
+
 def main(name: str, work: Path):
     case = CASES[name]
     work.mkdir(parents=True, exist_ok=True)
@@ -188,6 +202,7 @@ def main(name: str, work: Path):
     sample = load_dataset(f"sample:{sample_path}")
     for shipped, source in chosen.items():
         ship(f"{name}/{shipped}", work / f"{source}.pt", sample)
+    case_file(name)
 
 
 if __name__ == "__main__":

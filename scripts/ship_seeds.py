@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from csrs_core.cases import CASE_FILE
 from csrs_core.cli.options import to_argv
 from csrs_core.data import load_dataset
 from csrs_core.models.checkpoints import file_digest, list_checkpoints, read_meta
@@ -40,6 +41,9 @@ def main(case: str, seed: int, work: Path, names: list[str]) -> None:
     dest = REPO / "checkpoints" / f"{case}-seeds" / f"seed{seed}"
     sample = load_dataset(f"sample:{REPO / 'checkpoints' / case / 'test-sample.npz'}")
     work.mkdir(parents=True, exist_ok=True)
+    if (REPO / "checkpoints" / case / CASE_FILE).is_file():  # each seed's folder opens on the case's question
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "checkpoints" / case / CASE_FILE, dest / CASE_FILE)
     for name in ["cohen"] + [n for n in names if n != "cohen"]:
         meta = read_meta(shipped[name])
         init = work / "cohen.pt" if meta.get("init") else None

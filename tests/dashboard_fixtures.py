@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csrs_core.cases import write_case_file
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.data import load_dataset
 from csrs_core.training.loop import TrainConfig, train
@@ -20,6 +21,7 @@ def build_case(root: Path, base_checkpoint: Path) -> Path:
     for name in ("cohen", "csmacer"):
         counts_record(case / f"{name}.pt", data, n0=20, n=100, batch=400)
     data.save_sample(case / "test-sample.npz")
+    write_case_file(case, question="can a grey image be pushed to another class?", cost="seedwise:3")
     return root
 
 

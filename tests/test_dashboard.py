@@ -48,13 +48,13 @@ def test_explore_metrics_follow_the_grid(root, monkeypatch):
     assert not at.exception
     exp = _expected(root, "cohen", cost)
     row = _row(at, "cohen")
-    assert row.n_sensitive == exp["n_sensitive"] and row.rob_cs == pytest.approx(exp["rob_cs"])
+    assert row.sensitive_examples == exp["n_sensitive"] and row.rob_cs == pytest.approx(exp["rob_cs"])
     assert at.query_params["cost"] in (["pairwise:0>1;3>0,1,2"], "pairwise:0>1;3>0,1,2")
     # a preset
     at.button(key="preset_overall::synth").click().run()
     exp = _expected(root, "csmacer", CostMatrix.overall(4))
     assert _row(at, "csmacer").rob_cs == pytest.approx(exp["rob_cs"])
-    assert _row(at, "csmacer").n_sensitive == 64
+    assert _row(at, "csmacer").sensitive_examples == 64
     at.button(key="preset_clear::synth").click().run()
     assert any("undefined" in w.value for w in at.warning)
 

@@ -60,7 +60,9 @@ def test_figures_have_named_axes_and_the_right_numbers():
                            "rob_std": [1, 0.4, 0.1], "certified_acc": [0.9, 0.5, 0.3]})
     spec = _spec(figures.eps_curves(curves, show_overall=True))
     assert "ε" in spec["encoding"]["x"]["title"]
-    assert spec["encoding"]["strokeDash"]["scale"]["domain"] == ["Rob_cs", "Rob_std", "certified acc."]
+    line = spec["layer"][-1]
+    assert line["encoding"]["strokeDash"]["scale"]["domain"] == ["Rob_cs", "Rob_std", "certified acc."]
+    assert line["params"][0]["bind"] == "legend"  # a legend click picks a checkpoint, the others fade
     rows = _data(spec)
     assert len(rows) == 9 and {r["share"] for r in rows if r["metric"] == "Rob_std"} == {1, 0.4, 0.1}
     heat = _spec(figures.confusion_heatmap(np.array([[3, 1], [0, 0]]), ["benign", "malignant"], "t"))
@@ -83,3 +85,30 @@ def test_every_figure_is_a_valid_vega_lite_spec():
     steps = pd.DataFrame({"epoch": [0, 0], "step": [1, 2], "steps": [2, 2], "loss": [1.0, 0.8], "acc": [0.3, 0.4]})
     for chart in (figures.r1_vs_r2(table, "t"), figures.per_class_bars(per_class), figures.training_curves(steps)):
         assert _spec(chart)["$schema"] == figures.SCHEMA
+
+
+def test_bands_only_for_the_named_checkpoints_and_every_class_named_on_class_axes():
+    curves = pd.DataFrame({"checkpoint": ["a", "b", "c"], "eps": [0.0] * 3, "rob_cs": [0.5] * 3, "rob_std": [0.5] * 3,
+                           "certified_acc": [0.5] * 3, **{f"{m}_{s}": [0.4] * 3 for m in ("rob_cs", "rob_std",
+                                                                                         "certified_acc")
+                                                         for s in ("lo", "hi")}})
+    spec = _spec(figures.eps_curves(curves, False, band=True, banded=["a", "c"]))
+    assert spec["layer"][0]["transform"] == [{"filter": {"field": "checkpoint", "oneOf": ["a", "c"]}}]
+    names = [f"a long class name {i}" for i in range(10)]
+    heat = _spec(figures.confusion_heatmap(np.eye(10, dtype=int), names, "t"))
+    per_class = pd.DataFrame({"checkpoint": "a", "name": names, "certified_acc": 0.5})
+    votes = pd.DataFrame({"class": names, "sample": figures.VOTE_SAMPLES[0], "votes": 1, "share": 0.1,
+                          "costly": "not in Ω_y"})
+    axes = [heat["layer"][0]["encoding"]["x"], heat["layer"][0]["encoding"]["y"],
+            _spec(figures.per_class_bars(per_class))["encoding"]["x"],
+            _spec(figures.vote_histogram(votes, names))["encoding"]["x"]]
+    for axis in axes:  # Vega-Lite would otherwise drop every other label that overlaps
+        assert axis["axis"]["labelOverlap"] is False and axis["sort"] == names
+
+
+def test_tradeoff_axes_are_fitted_to_the_points():
+    summary = pd.DataFrame({"checkpoint": ["a", "b"], "method": ["gaussian", "cs-macer"], "acc": [0.82, 0.81],
+                            "rob_cs": [0.17, 0.35]})
+    layer = _spec(figures.tradeoff(summary))["layer"][1]["encoding"]
+    for channel in ("x", "y"):
+        assert layer[channel]["scale"]["zero"] is False and "domain" not in layer[channel]["scale"]

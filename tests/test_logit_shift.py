@@ -70,9 +70,9 @@ def test_report_examples_compares_the_records_of_that_sample(tmp_path):
         for ckpt in ("cohen", "cohen-shift"):
             counts_record(folder / f"{ckpt}.pt", data, n0=8, n=16, precision="fp32")
     default = report_table(folder, "seedwise:1", 0.1)
-    assert set(default.table["n"]) == {14}  # the policy: more examples
+    assert set(default.table["examples"]) == {14}  # the policy: more examples
     chosen = report_table(folder, "seedwise:1", 0.1, examples=tmp_path / "small.npz")
-    assert set(chosen.table["n"]) == {6} and set(chosen.table["checkpoint"]) == {"cohen", "cohen-shift"}
+    assert set(chosen.table["examples"]) == {6} and set(chosen.table["checkpoint"]) == {"cohen", "cohen-shift"}
     assert chosen.baseline == "cohen"  # the one Gaussian model
     with pytest.raises(SettingError, match="--examples"):
         report_table(folder, "seedwise:1", 0.1, examples=tmp_path / "missing.npz")

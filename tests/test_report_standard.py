@@ -21,7 +21,7 @@ from csrs_core.sampling.store import cert_dir, load_record
 CIFAR = Path(__file__).resolve().parents[1] / "checkpoints" / "cifar10"
 EPS = (0.0, 0.25, 0.5)
 SINGLE = ["checkpoint", "method", "acc", "rob_cs", "rob_std", "rob_non", "balanced_acc", "d_acc", "p_acc",
-          "d_rob_cs", "p_rob_cs", "n", "n_sensitive", "record", "acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi"]
+          "d_rob_cs", "p_rob_cs", "examples", "sensitive_examples", "record", "acc_lo", "acc_hi", "rob_cs_lo", "rob_cs_hi"]
 
 
 def _certificates(name: str, record_file: str) -> pd.DataFrame:

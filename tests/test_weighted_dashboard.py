@@ -201,7 +201,7 @@ def test_the_curves_have_a_95_percent_band_that_can_be_hidden(root, monkeypatch)
     assert (point.lo, point.hi) == pytest.approx(proportion_interval(round(point.share * n_sensitive), n_sensitive))
     at.checkbox(key="show_band").uncheck().run()
     spec, data = _chart(at, "share")
-    assert "layer" not in spec and "lo" not in data["curves"]
+    assert [layer["mark"] for layer in spec["layer"]] == ["line"] and "lo" not in data["curves"]
 
 
 def test_no_setting_on_explore_samples_again(root, monkeypatch):
@@ -231,7 +231,7 @@ def test_figure_helpers_for_costs():
     assert figures.pareto_front(points).checkpoint.tolist() == ["b", "a"]
     curve = pd.DataFrame({"eps": [0.0, 0.5], "rob_cs": [0.5, np.nan], "rob_std": [0.25, 0.0],
                           "certified_acc": [0.75, 0.1]})
-    banded = figures.with_intervals(curve, n=20, n_sensitive=8)
+    banded = figures.with_intervals(curve, examples=20, sensitive_examples=8)
     assert (banded.rob_cs_lo[0], banded.rob_cs_hi[0]) == proportion_interval(4, 8)
     assert (banded.certified_acc_lo[1], banded.certified_acc_hi[1]) == proportion_interval(2, 20)
     assert np.isnan(banded.rob_cs_lo[1])
@@ -248,7 +248,9 @@ def test_a_case_of_1000_classes_opens_in_seconds_and_is_edited_by_rows(large_roo
     opened = time.perf_counter() - started
     assert opened < 30, f"opening a 1,000-class case took {opened:.1f} s"
     assert not at.get("bidi_component")  # no grid of a million cells
-    assert _param(at, "cost") == "seedwise:999"
+    assert _param(at, "cost") == "overall"  # no case.json: every mistake costs, and the page says how to set one
+    assert any("no case.json" in c.value for c in at.caption)
+    at.button(key="preset_clear::many").click().run()
     at.button(key="preset_overall::many").click().run()
     assert _param(at, "cost") == "overall" and len(at.query_params["cost"][0]) < 2000
     assert any("1000 of 1000 true classes" in c.value for c in at.caption)
@@ -265,7 +267,7 @@ def test_a_case_of_1000_classes_opens_in_seconds_and_is_edited_by_rows(large_roo
     cost = CostMatrix.pairwise(1000, {row: {7: 4.0, 9: 4.0}})
     table = certify_from_counts(rec.counts0, rec.counts, rec.labels, cost, sigma=rec.meta["sigma"])
     shown = _row(at, "wide")
-    assert shown.n_sensitive == summarize(table, 0.25)["n_sensitive"] > 0
+    assert shown.sensitive_examples == summarize(table, 0.25)["n_sensitive"] > 0
     assert shown.expected_cost == pytest.approx(expected_cost(_costs(rec, cost, 0.25)))
     assert at.multiselect(key="row_targets::many").value == [7, 9]  # the editor shows the stored row
 

@@ -191,11 +191,15 @@ def choose_together(listings: dict, name=None) -> tuple[dict, list[str]]:
 
 def metrics_row(table: pd.DataFrame, eps: float) -> dict:
     """summarize(table, eps) with the exact 95 % intervals of Acc and Rob_cs over the test examples
-    (acc_lo, acc_hi, rob_cs_lo, rob_cs_hi): one row of every metrics table, in `report` and on Explore."""
+    (acc_lo, acc_hi, rob_cs_lo, rob_cs_hi): one row of every metrics table, in `report` and on Explore.
+    Its counts of test examples are named examples and sensitive_examples (in a table, n is always the
+    Monte Carlo budget)."""
     outcomes = paired_outcomes(table, eps)
     acc_lo, acc_hi = proportion_interval(outcomes["acc"].sum(), len(outcomes["acc"]))
     rob_lo, rob_hi = proportion_interval(outcomes["rob_cs"].sum(), len(outcomes["rob_cs"]))
-    return {**summarize(table, eps), "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
+    summary = summarize(table, eps)
+    counts = {"examples": summary.pop("n"), "sensitive_examples": summary.pop("n_sensitive")}
+    return {**summary, **counts, "acc_lo": acc_lo, "acc_hi": acc_hi, "rob_cs_lo": rob_lo, "rob_cs_hi": rob_hi}
 
 
 def with_holm(df: pd.DataFrame) -> pd.DataFrame:

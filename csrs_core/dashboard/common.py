@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from csrs_core.cases import CASE_FILE, CaseDefaults, case_defaults
 from csrs_core.dashboard.launch import LOOPBACK
 from csrs_core.sampling.store import CorruptRecord, cert_dir, load_record, select_for_comparison
 from csrs_core.certification.certificates import certify_from_counts
@@ -183,9 +184,36 @@ def certificate_table(record, cost: CostMatrix, alpha: float, mode: str):
     return cache[key]
 
 
+def opening(root: Path, case: str, classes: list[str]) -> CaseDefaults:
+    """What the case opens on (csrs_core.cases.case_defaults: its case.json, else defaults), read once per
+    version of its folder and of that file."""
+    folder = root / case
+    file = folder / CASE_FILE
+    stamp = (folder.stat().st_mtime_ns, file.stat().st_mtime_ns if file.is_file() else 0)
+    return _opening(str(folder), tuple(classes), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _opening(folder: str, classes: tuple, stamp: tuple) -> CaseDefaults:
+    methods = {name: meta["method"] for name, meta in checkpoints_in_case(Path(folder).parent, Path(folder).name)
+               .items() if isinstance(meta, dict)}
+    return case_defaults(folder, list(classes), methods)
+
+
+def show_question(root: Path, case: str, classes: list[str]) -> CaseDefaults:
+    """The case's question under the page title, and what its case.json could not set; its defaults."""
+    first = opening(root, case, classes)
+    if first.question:
+        st.markdown(f"**{case}:** {first.question}")
+    for note in first.notes:
+        st.caption(f"ⓘ {note}")
+    return first
+
+
 # cost matrix ------------------------------------------------------------------------------
 def current_cost(case: str, classes: list[str]) -> CostMatrix:
-    """The case's matrix from session state, else from the URL, else a sensible default."""
+    """The case's matrix from session state, else from the URL, else the case's own (its case.json,
+    csrs_core.cases)."""
     key = f"cost::{case}"
     if key not in st.session_state:
         url = st.query_params.get("cost")
@@ -196,9 +224,7 @@ def current_cost(case: str, classes: list[str]) -> CostMatrix:
             except CostMatrixError:
                 st.warning(f"The cost matrix in the link ({url!r}) is not valid for this case; using the default.")
         if cost is None:
-            default_seed = 3 if len(classes) == 10 else len(classes) - 1
-            cost = (CostMatrix.seedwise(len(classes), [default_seed], classes) if len(classes) > 2
-                    else CostMatrix.pairwise(2, {1: [0]}, classes))
+            cost = opening(checkpoint_root(), case, classes).cost
         set_cost(case, cost)
     return st.session_state[key]
 

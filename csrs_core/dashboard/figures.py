@@ -50,43 +50,54 @@ def _tooltip(*fields: tuple[str, str]) -> list[dict]:
     return [{"field": f, "type": t, **({"format": ".3f"} if t == "quantitative" else {})} for f, t in fields]
 
 
+# a class axis names every class: never thinned out for overlap, slanted to fit, long names cut at 160 px
+CLASS_AXIS = {"labelOverlap": False, "labelAngle": -40, "labelLimit": 160}
+
 CURVE_METRICS = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", "certified_acc": "certified acc."}
+# a click on a legend entry picks a checkpoint: its lines stay, the others fade
+LEGEND_PICK = {"name": "picked", "select": {"type": "point", "fields": ["checkpoint"]}, "bind": "legend"}
+FADE = {"condition": {"param": "picked", "value": 1}, "value": 0.15}
 
 
-def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False) -> dict:
+def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, banded=None) -> dict:
     """curves: checkpoint, eps, rob_cs, rob_std, certified_acc (and, for `band`, each one's _lo and _hi:
     with_intervals). Rob_cs solid, Rob_std dashed, the overall certified accuracy dotted (when shown);
-    with `band`, each curve's 95 % interval as a translucent area in its checkpoint's colour."""
+    with `band`, the 95 % interval of the curves of the checkpoints in `banded` (default: all) as a
+    translucent area in their colour, so that many checkpoints stay readable. A click on a legend
+    entry fades every other checkpoint's lines."""
     columns = {c: label for c, label in CURVE_METRICS.items() if show_overall or c != "certified_acc"}
     metrics = list(columns.values())
     long = pd.concat([pd.DataFrame({"checkpoint": curves["checkpoint"], "eps": curves["eps"], "metric": label,
                                     "share": curves[c],
                                     **({"lo": curves[f"{c}_lo"], "hi": curves[f"{c}_hi"]} if band else {})})
                       for c, label in columns.items()], ignore_index=True)
-    share = _q("share", "share of examples certified", [0, 1])
+    share = _q("share", "share certified (Rob_cs, Rob_std: of the sensitive examples)", [0, 1])
     shared = {"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
               "color": _checkpoint_color(_names(curves))}
-    lines = {"y": share,
+    lines = {"y": share, "opacity": FADE,
              "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
                             "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]}},
              "detail": {"field": "metric", "type": "nominal"},
              "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
                                  ("share", "quantitative"))}
+    line = {"mark": "line", "params": [LEGEND_PICK], "encoding": lines}
     if not band:
-        return _spec({"curves": long}, data={"name": "curves"}, mark="line", encoding={**shared, **lines})
+        return _spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[line])
     area = {"mark": {"type": "area", "opacity": 0.15},
             "encoding": {"y": {**share, "field": "lo"}, "y2": {"field": "hi"},
                          "detail": {"field": "metric", "type": "nominal"}}}
-    return _spec({"curves": long}, data={"name": "curves"}, encoding=shared,
-                 layer=[area, {"mark": "line", "encoding": lines}])
+    if banded is not None:
+        area["transform"] = [{"filter": {"field": "checkpoint", "oneOf": list(banded)}}]
+    return _spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[area, line])
 
 
-def with_intervals(curve: pd.DataFrame, n: int, n_sensitive: int) -> pd.DataFrame:
+def with_intervals(curve: pd.DataFrame, examples: int, sensitive_examples: int) -> pd.DataFrame:
     """curve (metrics.eps_curve's columns) with the exact 95 % interval over the test examples of every
     point (stats.proportion_interval): rob_cs_lo, rob_cs_hi and rob_std_lo, rob_std_hi over the
-    n_sensitive sensitive examples, certified_acc_lo, certified_acc_hi over all n; NaN where a share is."""
+    sensitive examples, certified_acc_lo, certified_acc_hi over all examples; NaN where a share is."""
     columns = {}
-    for column, trials in (("rob_cs", n_sensitive), ("rob_std", n_sensitive), ("certified_acc", n)):
+    for column, trials in (("rob_cs", sensitive_examples), ("rob_std", sensitive_examples),
+                           ("certified_acc", examples)):
         share = curve[column].to_numpy(dtype=float)
         known = ~np.isnan(share) if trials else np.zeros(share.shape, bool)
         hits, where = np.unique(np.rint(share[known] * trials).astype(int), return_inverse=True)
@@ -114,16 +125,16 @@ def cost_curves(curves: pd.DataFrame, metric: str) -> dict:
         "tooltip": _tooltip(("checkpoint", "nominal"), ("eps", "quantitative"), (metric, "quantitative"))})
 
 
-# the trade-off's horizontal axes: title, fixed domain (None: from the data) and whether lower is better
-TRADEOFF_AXES = {"rob_cs": ("certified cost-sensitive robustness Rob_cs(ε)", [0, 1], False),
-                 "expected_cost": ("certified expected cost at ε (lower is better)", None, True)}
+# the trade-off's horizontal axes: title and whether lower is better
+TRADEOFF_AXES = {"rob_cs": ("certified cost-sensitive robustness Rob_cs(ε)", False),
+                 "expected_cost": ("certified expected cost at ε (lower is better)", True)}
 
 
 def pareto_front(points: pd.DataFrame, x: str = "rob_cs") -> pd.DataFrame:
     """The rows not dominated in (acc, x), sorted by acc: higher acc is better, and higher x, or lower
     where TRADEOFF_AXES says so (the expected cost)."""
     pts = points.dropna(subset=["acc", x])
-    score = pts[x].to_numpy(dtype=float) * (-1.0 if TRADEOFF_AXES[x][2] else 1.0)
+    score = pts[x].to_numpy(dtype=float) * (-1.0 if TRADEOFF_AXES[x][1] else 1.0)
     order = np.lexsort((-score, -pts["acc"].to_numpy(dtype=float)))  # acc, then score, both descending
     best = score[order]
     keep = order[best > np.maximum.accumulate(np.r_[-np.inf, best[:-1]])]
@@ -132,12 +143,13 @@ def pareto_front(points: pd.DataFrame, x: str = "rob_cs") -> pd.DataFrame:
 
 def tradeoff(summary: pd.DataFrame, x: str = "rob_cs") -> dict:
     """Acc against x (Rob_cs, or the certified expected cost: a key of TRADEOFF_AXES) per checkpoint with
-    the Pareto front (paper Fig. 1c). Each checkpoint is its own legend entry (colour) and its method
+    the Pareto front (paper Fig. 1c), both axes fitted to the points. Each checkpoint is its own legend entry (colour) and its method
     has its own symbol, so nearby points never overlap labels."""
-    title, domain, lower = TRADEOFF_AXES[x]
+    title = TRADEOFF_AXES[x][0]
     points = summary[["checkpoint", "method", "acc", x]]
-    horizontal = _q(x, title, domain, **({"scale": {"zero": True}} if domain is None else {}))
-    y = _q("acc", "overall accuracy Acc", [0, 1])
+    fitted = {"scale": {"zero": False, "nice": True, "padding": 24}}  # fitted to the points, never [0, 1]
+    horizontal = _q(x, title, **fitted)
+    y = _q("acc", "overall accuracy Acc", **fitted)
     front = {"data": {"name": "front"}, "mark": {"type": "line", "color": "grey", "strokeDash": DOTTED},
              "encoding": {"x": horizontal, "y": y, "order": {"field": "acc", "type": "quantitative"}}}
     dots = {"data": {"name": "points"},
@@ -172,7 +184,8 @@ def per_class_bars(per_class: pd.DataFrame) -> dict:
     names = _names(per_class)
     classes = list(dict.fromkeys(per_class["name"]))
     return _spec({"bars": per_class[["checkpoint", "name", "certified_acc"]]}, data={"name": "bars"}, mark="bar",
-                 encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes},
+                 encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes,
+                                 "axis": CLASS_AXIS},
                            "xOffset": {"field": "checkpoint", "type": "nominal", "sort": names},
                            "y": _q("certified_acc", "certified accuracy at ε", [0, 1]),
                            "color": _checkpoint_color(names),
@@ -188,8 +201,9 @@ def confusion_heatmap(matrix: np.ndarray, class_names, title: str) -> dict:
     cells = pd.DataFrame([{"true": names[j], "predicted": names[k], "share": float(share[j, k]),
                            "count": int(matrix[j, k])} for j in range(len(names)) for k in range(len(names))])
     axes = {"x": {"field": "predicted", "type": "nominal", "title": "predicted class (smoothed top class)",
-                  "sort": names},
-            "y": {"field": "true", "type": "nominal", "title": "true class", "sort": names}}
+                  "sort": names, "axis": CLASS_AXIS},
+            "y": {"field": "true", "type": "nominal", "title": "true class", "sort": names,
+                  "axis": {"labelOverlap": False, "labelLimit": 160}}}
     heat = {"mark": "rect", "encoding": {**axes, "color": {**_q("share", "share of row"),
                                                            "scale": {"domain": [0, 1], "scheme": "blues"}},
                                          "tooltip": [{"field": "true", "type": "nominal"},
@@ -241,7 +255,7 @@ def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
     return _spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
                  mark={"type": "bar", "strokeWidth": 2}, encoding={
                      "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
-                           "scale": {"domain": names}, "axis": {"labelAngle": -90}},
+                           "scale": {"domain": names}, "axis": {**CLASS_AXIS, "labelAngle": -90}},
                      "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
                      "y": _q("share", "share of the sample's votes", [0, 1]),
                      "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,

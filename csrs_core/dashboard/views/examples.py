@@ -23,7 +23,8 @@ from csrs_core.certification.comparisons import difference_lines
 from csrs_core.data import load_dataset
 from csrs_core.dashboard import decide, figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
-                                        load_cached_record, require_access, select_readable_case)
+                                        load_cached_record, require_access, select_readable_case,
+                                        show_question)
 
 PAGE_SIZE = 24
 CHART_COLUMNS = 3   # vote histograms side by side
@@ -257,6 +258,7 @@ def _decide_now(index: int, pixels, label: int, picked, folder: Path, cost, alph
 
 # the page -------------------------------------------------------------------------------------------
 root, case, classes = select_readable_case()
+first = show_question(root, case, classes)
 sample_path = root / case / SAMPLE_FILE
 if not sample_path.is_file():
     st.info(f"This case has no test sample ({SAMPLE_FILE} beside its checkpoints), so there are no images to show. "
@@ -288,7 +290,8 @@ records = {name: loaded[name][1] for name in available}
 # settings (seeded from the Explore page's when it has them)
 _seed(f"examples::picked::{case}",
       [n for n in st.session_state.get(f"picked::{case}", available) if n in available] or available)
-_seed(f"examples::eps::{case}", float(st.session_state.get(f"eps::{case}", records[available[0]].meta["sigma"])))
+_seed(f"examples::eps::{case}", float(st.session_state.get(
+    f"eps::{case}", first.eps if first.eps is not None else records[available[0]].meta["sigma"])))
 _seed("examples::alpha", st.session_state.get("alpha", 0.001))
 _seed("examples::mode", st.session_state.get("mode", "sound"))
 picked = st.multiselect("Checkpoints compared", available, key=f"examples::picked::{case}")
@@ -326,8 +329,11 @@ for name in picked:
 
 with st.container(border=True):
     g1, g2, g3 = st.columns(3)
-    a = g1.selectbox("Checkpoint A (gallery, filters, sort)", picked, key=f"examples::a::{case}")
-    b = g2.selectbox("Checkpoint B (discordance)", picked, index=min(1, len(picked) - 1), key=f"examples::b::{case}")
+    a = g1.selectbox("Checkpoint A (gallery, filters, sort)", picked, key=f"examples::a::{case}",
+                     index=picked.index(first.focus) if first.focus in picked else 0)
+    b = g2.selectbox("Checkpoint B (discordance)", picked, key=f"examples::b::{case}",
+                     index=picked.index(first.baseline) if first.baseline in picked and first.baseline != a
+                     else min(1, len(picked) - 1))
     basis = g3.radio("Predicted class", ["standard (pred_std)", "cost-sensitive (pred)"], horizontal=True,
                      key="examples::basis", help="pred_std: ĉ_A where LCB(p_A) at α > 1/2 (the standard "
                      "certificate); pred: ĉ_A where the mode's cost-sensitive radius is > 0, so it abstains on every "

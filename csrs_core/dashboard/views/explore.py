@@ -15,17 +15,18 @@ from csrs_core.certification.certificates import certified_cost, smoothed_confus
 from csrs_core.certification.metrics import cost_curve, eps_curve, per_class, summarize_cost
 from csrs_core.certification.comparisons import metrics_row, with_holm
 from csrs_core.cli.report import to_latex
-from csrs_core.reports import SAMPLES
+from csrs_core.reports import SAMPLES, budget, standard_columns
 from csrs_core.certification.stats import paired_comparison
 from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
-                                        load_cached_record, require_access, select_readable_case)
+                                        load_cached_record, require_access, select_readable_case, show_question)
 from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
 root, case, classes = select_readable_case()
+first = show_question(root, case, classes)
 metas = {name: meta for name, meta in checkpoints_in_case(root, case).items() if isinstance(meta, dict)}
 foreign = [name for name, meta in metas.items() if meta["classes"] != classes]
 if foreign:  # a case compares checkpoints of one class list; the others are named, never compared
@@ -64,8 +65,10 @@ records = {name: load_cached_record(info) for name, info in infos.items()}
 
 picked = st.multiselect("Checkpoints", available, default=available, key=f"picked::{case}")
 c1, c2, c3, c4 = st.columns(4)
-sigma = records[available[0]].meta["sigma"]  # the paper's tables report ε = σ; a sensible first view
-eps = c1.number_input("ε (ℓ2 radius)", min_value=0.0, max_value=4.0, value=float(sigma), step=0.05, key=f"eps::{case}")
+sigma = records[available[0]].meta["sigma"]  # without a case ε: the paper's tables report ε = σ
+eps = c1.number_input("ε (ℓ2 radius)", min_value=0.0, max_value=4.0, value=float(first.eps if first.eps is not None
+                                                                                 else sigma),
+                      step=0.05, key=f"eps::{case}")
 alpha = c2.select_slider("α (failure probability)", [0.0001, 0.001, 0.01, 0.05], value=0.001, key="alpha")
 mode = c3.radio("Mode", ["sound", "paper"], horizontal=True, key="mode",
                 help="sound: max(R1(α/2), R2), valid with probability ≥ 1−α. "
@@ -81,8 +84,9 @@ for setting, line in difference_lines({name: infos[name] for name in picked}):
     (st.info if setting == "sigma" else st.warning)(line)
 b1, b2 = st.columns(2)
 baseline = b1.selectbox("Baseline for paired tests", picked, key=f"baseline::{case}",
-                        index=next((i for i, n in enumerate(picked) if metas[n]["method"] == "gaussian"), 0))
-focus = b2.selectbox("Checkpoint for the detailed views", picked, key="focus")
+                        index=picked.index(first.baseline) if first.baseline in picked else 0)
+focus = b2.selectbox("Checkpoint for the detailed views", picked, key=f"focus::{case}",
+                     index=picked.index(first.focus) if first.focus in picked else 0)
 
 # the cost-sensitive radius rests on R1(α/2) in sound mode (R2 never exceeds it), on R1(α) in paper mode
 cap_alpha = alpha / 2 if mode == "sound" else alpha
@@ -149,6 +153,31 @@ def top_confusions(conf: np.ndarray, names: list[str], k: int = 20) -> pd.DataFr
                          "examples": conf[j, c], "share of the class": conf[j, c] / conf[j].sum(axis=1)})
 
 
+STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def standard_table(tables: dict, described: str) -> None:
+    """Cohen et al.'s and MACER's table: certified accuracy at standard radii (and ε), Rob_cs there, ACR."""
+    radii = tuple(sorted(set(STANDARD_RADII) | {float(eps)}))
+    rows = [{"checkpoint": n, "method": metas[n]["method"], "acc": metrics_row(t, eps)["acc"],
+             **standard_columns(t, radii), "budget": budget(records[n].meta, records[n].n_used)}
+            for n, t in tables.items()]
+    table = pd.DataFrame(rows)
+    st.subheader("The field's standard table")
+    st.caption("cert_acc@r: certified accuracy, the share of all test examples whose standard certificate predicts "
+               "the true class with radius R1 > r (Cohen et al.'s tables); rob_cs@r: Rob_cs at r; acr: average "
+               "certified radius over all examples (MACER's headline); abstain: share of examples the standard "
+               "certificate abstains on; budget: Monte Carlo samples per example (n0 selection, n estimation).")
+    st.dataframe(table, hide_index=True, key="standard_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
+                                if c not in ("checkpoint", "method", "budget")})
+    s1, s2 = st.columns(2)
+    s1.download_button("Download CSV", table.to_csv(index=False), "csrs-standard.csv", "text/csv",
+                       key="standard_csv")
+    s2.download_button("Download LaTeX table", to_latex(table, f"{case}: cost {described}, {mode} mode, α = {alpha}",
+                                                        radii), "csrs-standard.tex", "text/plain", key="standard_tex")
+
+
 @st.fragment
 def cost_dependent_views():
     """The grid and every view that depends on the cost matrix or τ: a click reruns only this."""
@@ -168,7 +197,7 @@ def cost_dependent_views():
                f"`expected_cost`: mean certified worst-case cost at ε (lower is better); `rob_cs_tau`: share of "
                f"sensitive examples whose certified cost at ε is ≤ τ = {tau:g}.")
     notice = st.empty()  # always one element here, so a warning never shifts (and remounts) the charts below
-    if summary.n_sensitive.max() == 0:
+    if summary.sensitive_examples.max() == 0:
         notice.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
     number = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(summary, hide_index=True, key="summary_table",
@@ -181,10 +210,17 @@ def cost_dependent_views():
     d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
     d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
                                                         f"{mode} mode, α = {alpha}"), "csrs-metrics.tex", "text/plain")
+    standard_table(tables, described)
     curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
                          else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
-    st.subheader("Certified accuracy vs ε")
-    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall, show_band), key="fig_curves")
+    st.subheader("Certified cost-sensitive robustness vs ε")
+    st.caption(f"Rob_cs (solid): share of the sensitive examples certified against every costly mistake; Rob_std "
+               f"(dashed): share of them certified correct at ε by the standard certificate"
+               + ("; certified accuracy (dotted): share of all examples" if show_overall else "")
+               + (f". Bands: 95 % intervals of {baseline} and {focus}" if show_band else "")
+               + ". Click a legend entry to pick one checkpoint.")
+    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall, show_band, banded=[baseline, focus]),
+                       key="fig_curves")
     if weighted:
         cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau)
                                 .assign(checkpoint=n) for n in picked])
