@@ -200,6 +200,20 @@ def _opening(folder: str, classes: tuple, stamp: tuple) -> CaseDefaults:
     return case_defaults(folder, list(classes), methods)
 
 
+def first_value(key: str, options: list, default, many: bool = False) -> dict:
+    """A select widget's keyword arguments for its first value: none when the session already holds one
+    that fits the options (set by the user, or by a link from another page: Streamlit warns when both are
+    given), else `default` (a list of options for a multiselect with `many`)."""
+    held = st.session_state.get(key)
+    fits = held is not None and (all(v in options for v in held) if many else held in options)
+    if fits:
+        return {}
+    st.session_state.pop(key, None)
+    if many:
+        return {"default": [v for v in default if v in options]}
+    return {"index": options.index(default) if default in options else 0}
+
+
 def show_question(root: Path, case: str, classes: list[str]) -> CaseDefaults:
     """The case's question under the page title, and what its case.json could not set; its defaults."""
     first = opening(root, case, classes)

@@ -1,6 +1,8 @@
 """A live list of background jobs of one kind: progress bar, ETA, cancel, log of failures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -35,6 +37,57 @@ def _eta(job) -> str:
     return f" · ETA {int(eta // 60)} min {int(eta % 60)} s"
 
 
+def _written(job) -> Path | None:
+    """The file a finished job wrote, as its last 'done' event names it (a record, or a checkpoint)."""
+    done = [e for e in job["events"] if e.get("event") == "done" and (e.get("file") or e.get("checkpoint"))]
+    return Path(done[-1].get("file") or done[-1]["checkpoint"]) if done else None
+
+
+def _case_of(root, checkpoint: Path) -> str | None:
+    """The case (a folder under the checkpoint root) of `checkpoint`, or None when it lies elsewhere."""
+    try:
+        return str(checkpoint.resolve().parent.relative_to(Path(root).resolve()))
+    except ValueError:
+        return None
+
+
+def _set_state(state: dict) -> None:
+    """A button's callback (it runs before the widgets are made): `state` into the session."""
+    for key, value in state.items():
+        st.session_state[key] = value
+    st.query_params["case"] = state["case"]
+
+
+def _link(label: str, key: str, page: str, state: dict) -> None:
+    """A button that opens `page` with `state` set in the session (its widgets then show these values)."""
+    if st.button(label, key=key, on_click=_set_state, args=(state,)):
+        st.switch_page(page)
+
+
+def _finished(root, job) -> None:
+    """What a finished job wrote, and the page that shows it: a record opens on Explore, selected for its
+    checkpoint (the focus of the detailed views, in the comparison with the case's baseline); a trained
+    checkpoint opens on Certify, chosen."""
+    written = _written(job)
+    if written is None:
+        return
+    if job.get("kind") == "certify" and written.parent.name.endswith(".certs"):
+        name = written.parent.name[:-len(".certs")]
+        case = _case_of(root, written.parent.parent / f"{name}.pt")
+        st.success(f"Wrote the certification record `{written.name}` of **{name}** ({written.parent}).")
+        if case is not None:
+            picked = st.session_state.get(f"picked::{case}")
+            _link("Show it on Explore & compare", f"show::{job['id']}", "views/explore.py", {
+                "case": case, f"record::{case}::{name}": written.name, f"focus::{case}": name,
+                **({f"picked::{case}": list(dict.fromkeys([*picked, name]))} if picked else {})})
+    elif job.get("kind") == "train":
+        case = _case_of(root, written)
+        st.success(f"Wrote the checkpoint **{written.stem}** ({written}).")
+        if case is not None:
+            _link("Certify it", f"certify::{job['id']}", "views/certify.py",
+                  {"case": case, f"certify::picked::{case}": [written.stem]})
+
+
 def jobs_panel(root, kind: str) -> bool:
     """Show the jobs of `kind`; True while one is still active (the caller refreshes)."""
     everything = jobs.list_jobs(root)
@@ -60,6 +113,8 @@ def jobs_panel(root, kind: str) -> bool:
                 steps = pd.DataFrame([e for e in job["events"] if e.get("event") == "step"])
                 if len(steps):
                     st.vega_lite_chart(spec=figures.training_curves(steps), key=f"curve::{job['id']}")
+            if job["state"] == "done":
+                _finished(root, job)
             if job["state"] in ("failed", "interrupted"):
                 errors = [e["message"] for e in job["events"] if e.get("event") == "error"]
                 st.error(errors[-1] if errors else "The job failed; its log follows.")

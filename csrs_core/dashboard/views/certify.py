@@ -18,7 +18,7 @@ from csrs_core.models.architectures import build_model
 from csrs_core.runtime.device import pick_device
 from csrs_core.sampling.plan import cached_rate
 from csrs_core.dashboard.common import (checkpoints_in_case, current_cost, data_root, refuse_writes_to_demo,
-                                        require_access, select_case, write_failure)
+                                        first_value, require_access, select_case, write_failure)
 from csrs_core.dashboard.jobs_panel import live_jobs
 from csrs_core.dashboard.option_widgets import inside_folder, option_widget
 
@@ -109,7 +109,8 @@ st.caption(f"Sampling runs on **{device}** (chosen automatically); precision aut
 metas = {k: v for k, v in checkpoints_in_case(root, case).items() if isinstance(v, dict)}
 sample = root / case / "test-sample.npz"
 
-picked = st.multiselect("Checkpoints", list(metas), default=list(metas)[:1])
+picked = st.multiselect("Checkpoints", list(metas), key=f"certify::picked::{case}",
+                        **first_value(f"certify::picked::{case}", list(metas), list(metas)[:1], many=True))
 choices = ([f"shipped test sample ({case}/test-sample.npz)"] if sample.exists() else []) + NAMED + ["image folder…"]
 source = st.selectbox("Data", choices, key="certify::source")
 folder = st.text_input("Image folder (inside the data folder), for 'image folder…'", "", key="certify::folder")

@@ -23,8 +23,8 @@ from csrs_core.certification.comparisons import difference_lines
 from csrs_core.data import load_dataset
 from csrs_core.dashboard import decide, figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
-                                        load_cached_record, require_access, select_readable_case,
-                                        show_question)
+                                        first_value, load_cached_record, require_access,
+                                        select_readable_case, show_question)
 
 PAGE_SIZE = 24
 CHART_COLUMNS = 3   # vote histograms side by side
@@ -330,10 +330,10 @@ for name in picked:
 with st.container(border=True):
     g1, g2, g3 = st.columns(3)
     a = g1.selectbox("Checkpoint A (gallery, filters, sort)", picked, key=f"examples::a::{case}",
-                     index=picked.index(first.focus) if first.focus in picked else 0)
+                     **first_value(f"examples::a::{case}", picked, first.focus))
     b = g2.selectbox("Checkpoint B (discordance)", picked, key=f"examples::b::{case}",
-                     index=picked.index(first.baseline) if first.baseline in picked and first.baseline != a
-                     else min(1, len(picked) - 1))
+                     **first_value(f"examples::b::{case}", picked, first.baseline if first.baseline != a
+                                   else picked[min(1, len(picked) - 1)]))
     basis = g3.radio("Predicted class", ["standard (pred_std)", "cost-sensitive (pred)"], horizontal=True,
                      key="examples::basis", help="pred_std: ĉ_A where LCB(p_A) at α > 1/2 (the standard "
                      "certificate); pred: ĉ_A where the mode's cost-sensitive radius is > 0, so it abstains on every "

@@ -20,7 +20,8 @@ from csrs_core.certification.stats import paired_comparison
 from csrs_core.sampling.store import recertify_command
 from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
-                                        load_cached_record, require_access, select_readable_case, show_question)
+                                        first_value, load_cached_record, require_access, select_readable_case,
+                                        show_question)
 from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
@@ -63,7 +64,8 @@ with st.expander("Certifications shown (one per checkpoint)", expanded=False):
                 st.warning(f"{name}: record {info.path.name} is corrupt ({info.reason}) and is not used.")
 records = {name: load_cached_record(info) for name, info in infos.items()}
 
-picked = st.multiselect("Checkpoints", available, default=available, key=f"picked::{case}")
+picked = st.multiselect("Checkpoints", available, key=f"picked::{case}",
+                        **first_value(f"picked::{case}", available, available, many=True))
 c1, c2, c3, c4 = st.columns(4)
 sigma = records[available[0]].meta["sigma"]  # without a case ε: the paper's tables report ε = σ
 eps = c1.number_input("ε (ℓ2 radius)", min_value=0.0, max_value=4.0, value=float(first.eps if first.eps is not None
@@ -84,9 +86,9 @@ for setting, line in difference_lines({name: infos[name] for name in picked}):
     (st.info if setting == "sigma" else st.warning)(line)
 b1, b2 = st.columns(2)
 baseline = b1.selectbox("Baseline for paired tests", picked, key=f"baseline::{case}",
-                        index=picked.index(first.baseline) if first.baseline in picked else 0)
+                        **first_value(f"baseline::{case}", picked, first.baseline))
 focus = b2.selectbox("Checkpoint for the detailed views", picked, key=f"focus::{case}",
-                     index=picked.index(first.focus) if first.focus in picked else 0)
+                     **first_value(f"focus::{case}", picked, first.focus))
 
 # the cost-sensitive radius rests on R1(α/2) in sound mode (R2 never exceeds it), on R1(α) in paper mode
 cap_alpha = alpha / 2 if mode == "sound" else alpha
