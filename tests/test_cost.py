@@ -59,3 +59,15 @@ def test_parse_presets_and_files(tmp_path):
             parse_cost(bad, 10)
     assert parse_cost("overall", 3).describe() == "overall"
     assert np.array_equal(parse_cost("none", 3).matrix, np.zeros((3, 3), bool))
+
+
+def test_a_matrix_reads_in_words():
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert parse_cost("seedwise:0,1=10", 10, names).in_words() == (
+        "a true airplane predicted as any other class costs 1; a true automobile predicted as any other class "
+        "costs 10; every other prediction costs 0")
+    assert parse_cost("pairwise:3>5", 10, names).in_words().startswith("a true cat predicted as dog costs 1;")
+    assert parse_cost("pairwise:3>5=2,4=6", 10, names).in_words().startswith("a true cat predicted as deer, dog costs 2 to 6")
+    assert parse_cost("overall", 10, names).in_words().startswith("every mistake costs 1")
+    assert parse_cost("none", 10, names).in_words() == "no mistake costs anything"
+    assert "and 2 more true classes" in parse_cost("seedwise:0,1,2,3,4", 10, names).in_words()

@@ -159,6 +159,27 @@ class CostMatrix:
             f"{j}>" + ",".join(f"{k}{_weight_suffix(self.weights[j, k])}" for k in self.omega(j))
             for j in rows)
 
+    def in_words(self, rows: int = 3) -> str:
+        """How the matrix reads, one clause per costly true class (the first `rows`, then how many more):
+        'a true cat predicted as any other class costs 1; a true dog predicted as cat costs 10'."""
+        names = self.class_names or [f"class {j}" for j in range(self.m)]
+        costly = [j for j in range(self.m) if self.matrix[j].any()]
+        if not costly:
+            return "no mistake costs anything"
+        if self.describe() == "overall":
+            return "every mistake costs 1 (Rob_cs is then the certified accuracy)"
+        clauses = []
+        for j in costly[:rows]:
+            targets = self.omega(j)
+            weights = sorted({float(self.weights[j, k]) for k in targets})
+            where = ("any other class" if len(targets) == self.m - 1 else
+                     ", ".join(names[k] for k in targets[:4]) + (f" and {len(targets) - 4} more" if len(targets) > 4
+                                                                   else ""))
+            cost = f"{weights[0]:g}" if len(weights) == 1 else f"{weights[0]:g} to {weights[-1]:g}"
+            clauses.append(f"a true {names[j]} predicted as {where} costs {cost}")
+        more = f"; and {len(costly) - rows} more true classes have costly mistakes" if len(costly) > rows else ""
+        return "; ".join(clauses) + more + "; every other prediction costs 0"
+
     # serialisation -----------------------------------------------------------------------
     def to_json(self) -> str:
         """{"matrix": rows, "class_names": ...}: integers for a binary matrix (as always), the

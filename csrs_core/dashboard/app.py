@@ -17,5 +17,6 @@ pages = [
     st.Page(VIEWS / "certify.py", title="Certify"),
     st.Page(VIEWS / "train.py", title="Train"),
     st.Page(VIEWS / "checkpoints.py", title="Checkpoints"),
+    st.Page(VIEWS / "glossary.py", title="Glossary"),
 ]
 st.navigation(pages).run()

@@ -171,7 +171,10 @@ def _presets(scope: str, cost: CostMatrix, names: list[str], store: Store) -> No
 
 def _json_import(scope: str, cost: CostMatrix, names: list[str], store: Store) -> None:
     st.text_input("Import (JSON, with any costs, or a preset such as seedwise:3, pairwise:3>5, pairwise:1>0=10)",
-                  key=f"import::{scope}")
+                  key=f"import::{scope}",
+                  help="seedwise:0,1=10: every mistake on a true class 0 costs 1, on a true class 1 costs 10. "
+                       "pairwise:3>5,2;1>0=10: a true 3 predicted as 5 or 2 costs 1, a true 1 predicted as 0 costs "
+                       "10. overall: every mistake costs 1; none: nothing costs. Classes are numbered from 0.")
     st.button("Import", key=f"import_btn::{scope}",
               on_click=_apply(scope, store, lambda: parse_cost(st.session_state[f"import::{scope}"], cost.m, names,
                                                                allow_files=False), "import that cost matrix"))

@@ -22,10 +22,12 @@ from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         first_value, load_cached_record, require_access, select_readable_case,
                                         show_question)
+from csrs_core.dashboard.glossary import first_visit_guide
 from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Explore & compare")
+first_visit_guide()
 root, case, classes = select_readable_case()
 first = show_question(root, case, classes)
 metas = {name: meta for name, meta in checkpoints_in_case(root, case).items() if isinstance(meta, dict)}
@@ -193,6 +195,7 @@ def cost_dependent_views():
     summary = metrics_table(tables, costs, tau)
     described = cost.describe()
     st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})")
+    st.markdown(f"`{described}` reads: {cost.in_words()}.")
     st.caption(f"Each certificate holds with probability ≥ {confidence}. `d_*` and `p_*`: difference from the "
                f"baseline ({baseline}) and the exact McNemar p-value on the same examples; `p_*_holm`: Holm-adjusted "
                f"over the comparisons with the baseline; `*_lo`, `*_hi`: exact 95 % intervals over the test examples; "
