@@ -166,7 +166,8 @@ def _open(root, monkeypatch, example=None):
 
 
 def _gallery(at):
-    return [img.caption for img in at.get("image")[-1].proto.imgs]
+    """The gallery's thumbnails' captions ('#index true → predicted, r = ...'), in page order."""
+    return [img.caption for e in at.get("image") for img in e.proto.imgs if img.caption.startswith("#")]
 
 
 def _sample_indices(root):
@@ -306,3 +307,12 @@ def test_a_record_that_vanishes_while_the_page_is_open(root, monkeypatch, tmp_pa
 
 def _gone(path, mtime):
     raise FileNotFoundError(2, "No such file or directory", path)
+
+
+def test_a_thumbnail_opens_its_example(root, monkeypatch):
+    at = _open(root, monkeypatch)
+    index = int(_gallery(at)[4].split()[0][1:])
+    at.button(key=f"examples::thumb::{index}").click().run()
+    assert not at.exception, at.exception
+    assert any(h.value.startswith(f"Example {index}: true class") for h in at.subheader)
+    assert at.query_params["example"] in (str(index), [str(index)])

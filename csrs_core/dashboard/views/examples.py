@@ -28,6 +28,7 @@ from csrs_core.dashboard.common import (case_listing, certificate_table, checkpo
 
 PAGE_SIZE = 24
 CHART_COLUMNS = 3   # vote histograms side by side
+GALLERY_COLUMNS = 6  # thumbnails per row, each with its Open button
 THUMB_PX, LARGE_PX, NOISY_PX = 96, 256, 128   # shown sizes; pixels are enlarged by whole factors
 NOISE_SEED = 0
 SAMPLE_FILE = "test-sample.npz"
@@ -425,11 +426,15 @@ if not order:
     st.info("No example matches these filters.")
 else:
     part = shown.iloc[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    st.image([_thumb(spath, smtime, int(sample["position"].get_loc(i))) for i in part["index"]],
-             caption=[f"#{i} {classes[y]} → {_class_name(classes, p)}, r = {_radius_text(r)}"
-                      for i, y, p, r in zip(part["index"], part.label, part[pred_col], part.radius)],
-             width=THUMB_PX, output_format="PNG")
+    cells = st.columns(GALLERY_COLUMNS)
+    for k, (i, y, p, r) in enumerate(zip(part["index"], part.label, part[pred_col], part.radius)):
+        with cells[k % GALLERY_COLUMNS]:
+            st.image(_thumb(spath, smtime, int(sample["position"].get_loc(i))),
+                     caption=f"#{i} {classes[y]} → {_class_name(classes, p)}, r = {_radius_text(r)}",
+                     width=THUMB_PX, output_format="PNG")
+            st.button(f"Open #{i}", key=f"examples::thumb::{i}", on_click=st.session_state.__setitem__,
+                      args=(open_key, int(i)))
     st.caption(f"#index true class → predicted class ({pred_col} of checkpoint {a}), r = the radius that decides "
                "the outcome (the cost-sensitive radius of a sensitive example, R1 of a non-sensitive one whose "
-               "standard certificate is correct; — when there is none). Open an example with the box above, or with "
-               "?example=INDEX in the address.")
+               "standard certificate is correct; — when there is none). Open an example with its button, the box "
+               "above, or ?example=INDEX in the address.")
