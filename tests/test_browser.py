@@ -136,6 +136,9 @@ def test_certification_and_training_jobs_finish(server, page):
     page.get_by_role("button", name="Start certification").click()
     page.get_by_text("Started certification").wait_for()
     page.get_by_text("— done").first.wait_for(timeout=180_000)
+    page.get_by_role("button", name="Show it on Explore & compare").first.click()  # the record, where it is read
+    page.get_by_text("Metrics at ε").first.wait_for()
+    assert "Explore" in page.locator("h1").first.inner_text()
     _start_training(page, url, "browser-run", 1, max_steps=2)
     page.get_by_text("— done").first.wait_for(timeout=300_000)
     assert (root / "synth" / "browser-run.pt").exists()
@@ -258,3 +261,30 @@ def test_opening_one_of_the_examples_shows_its_vote_histograms(server, page):
     assert "LCB(p_A) at α" in text and "outcome at ε" in text
     page.goto(f"{url}/examples?example=abc")
     page.get_by_text("not an example index").first.wait_for()
+
+
+AXIS_LABELS = ("(title) => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
+               "c => c.innerText.includes(title) || Array.from(c.querySelectorAll('text')).some("
+               "t => t.textContent === title)).map(c => Array.from(c.querySelectorAll('.role-axis-label text'))"
+               ".map(t => t.textContent))")
+
+
+@pytest.fixture(scope="module")
+def shipped_server():
+    """The dashboard on the shipped checkpoints (read-only demo folder)."""
+    port = _free_port()
+    proc = _start_dashboard(REPO / "checkpoints", port)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("case, cost, classes", [("imagenette", "seedwise:7", 10), ("cifar10", "seedwise:3", 10)])
+def test_a_shipped_case_opens_on_its_question_with_every_class_named(shipped_server, page, case, cost, classes):
+    page.goto(f"{shipped_server}/?case={case}")
+    page.get_by_text(f"cost: {cost}").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart] svg').length >= 6")
+    confusion = page.evaluate(AXIS_LABELS, "true class")   # every chart with a 'true class' axis
+    assert confusion and all(len(labels) >= classes for labels in confusion), confusion
+    heat = [labels for labels in confusion if len(labels) == 2 * classes]  # the heat map: both axes
+    assert heat and len(set(heat[0])) == classes, confusion
