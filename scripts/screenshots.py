@@ -2,10 +2,12 @@
 (Debian's package, driven by Playwright), so that what the dashboard shows can be looked at and kept current.
 
     python scripts/screenshots.py OUTDIR [--cases cifar10,ham10000,imagenette] [--widths 1400,1000]
-        [--pages explore,examples,certify,train,checkpoints] [--checkpoints checkpoints]
+        [--pages explore,examples,certify,train,checkpoints,glossary] [--checkpoints checkpoints] [--jpeg QUALITY]
 
-Writes OUTDIR/<case>-<page>[-<state>]-<width>.png: each page as it opens, and the states worth seeing
-besides (Certify with "Decide at ε" ticked; Examples with an example opened and decided at ε)."""
+Writes OUTDIR/<case>-<page>[-<state>]-<width>.png (.jpg with --jpeg, as docs/dashboard.md embeds them:
+`python scripts/screenshots.py docs/screenshots --widths 1400 --jpeg 60`): each page as it opens, and the
+states worth seeing besides (Certify with "Decide at ε" ticked; Examples with an example opened and decided
+at ε)."""
 from __future__ import annotations
 
 import argparse
@@ -18,28 +20,33 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dashboard_browser import FLAGS, free_port, serve  # noqa: E402 (the benchmark's server set-up)
 
-PAGES = ("explore", "examples", "certify", "train", "checkpoints")
+PAGES = ("explore", "examples", "certify", "train", "checkpoints", "glossary")
 
 
 def settle(page) -> None:
     """Wait until the app has finished running (no status widget) and the figures are drawn."""
     page.wait_for_load_state("networkidle")
+    page.wait_for_selector("[data-testid=stMain] h1", timeout=120_000)  # the app has drawn (every page has a title)
     page.wait_for_timeout(800)
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
     page.wait_for_timeout(1200)
 
 
+QUALITY = {"jpeg": None}  # --jpeg: the JPEG quality of every screenshot (None: PNG)
+
+
 def shoot(page, out: Path, name: str) -> Path:
     """A full-page screenshot named `name`."""
-    path = out / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    quality = QUALITY["jpeg"]
+    path = out / f"{name}.{'png' if quality is None else 'jpg'}"
+    page.screenshot(path=str(path), full_page=True, **({} if quality is None else {"type": "jpeg", "quality": quality}))
     print(path, flush=True)
     return path
 
 
 def states(page, base: str, page_name: str, case: str, out: Path, width: int) -> None:
     """The page as it opens, and its states worth seeing."""
-    page.goto(f"{base}/{page_name}?case={case}")
+    page.goto(f"{base}/{'' if page_name == 'explore' else page_name}?case={case}")  # Explore is the main page
     settle(page)
     shoot(page, out, f"{case}-{page_name}-{width}")
     if page_name == "certify":
@@ -65,7 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--widths", default="1400,1000")
     parser.add_argument("--pages", default=",".join(PAGES))
     parser.add_argument("--checkpoints", default=str(Path(__file__).resolve().parents[1] / "checkpoints"))
+    parser.add_argument("--jpeg", type=int, default=None, metavar="QUALITY", help="JPEG of this quality, not PNG")
     args = parser.parse_args(argv)
+    QUALITY["jpeg"] = args.jpeg
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()

@@ -57,6 +57,8 @@ CURVE_METRICS = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", "certified_acc": "cer
 # a click on a legend entry picks a checkpoint: its lines stay, the others fade
 LEGEND_PICK = {"name": "picked", "select": {"type": "point", "fields": ["checkpoint"]}, "bind": "legend"}
 FADE = {"condition": {"param": "picked", "value": 1}, "value": 0.15}
+# under the plot, so that the plot keeps the page's width however many checkpoints are named
+BOTTOM_LEGEND = {"orient": "bottom", "columns": 4, "symbolOpacity": 1, "labelLimit": 220}
 
 
 def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, banded=None) -> dict:
@@ -71,12 +73,13 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
                                     "share": curves[c],
                                     **({"lo": curves[f"{c}_lo"], "hi": curves[f"{c}_hi"]} if band else {})})
                       for c, label in columns.items()], ignore_index=True)
-    share = _q("share", "share certified (Rob_cs, Rob_std: of the sensitive examples)", [0, 1])
+    share = _q("share", "share certified", [0, 1])
     shared = {"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
-              "color": _checkpoint_color(_names(curves))}
+              "color": {**_checkpoint_color(_names(curves)), "legend": BOTTOM_LEGEND}}
     lines = {"y": share, "opacity": FADE,
              "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
-                            "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]}},
+                            "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]},
+                            "legend": {"orient": "bottom"}},
              "detail": {"field": "metric", "type": "nominal"},
              "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
                                  ("share", "quantitative"))}

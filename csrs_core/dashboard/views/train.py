@@ -31,6 +31,15 @@ def cost_refusal(method: str, cost) -> str | None:
     return None
 
 
+FORM_COLUMNS = 4  # settings per row: labels and values stay whole at 1,000 px
+FIELD_GROUPS = {
+    "Run": [("sigma", "σ"), ("epochs", "epochs"), ("batch", "batch"), ("lr", "learning rate"),
+            ("schedule", "schedule"), ("precision", "precision"), ("seed", "seed")],
+    "The method's loss": [("gauss_num", "k noisy copies"), ("lam", "λ"), ("lam_warmup", "λ warm-up"),
+                          ("weight", "Cohen-R w"), ("gamma", "γ (MACER)"), ("gamma1", "γ1 (normal)"),
+                          ("gamma2", "γ2 (sensitive)"), ("beta", "β")],
+    "Data": [("image_size", "image size"), ("max_steps_per_epoch", "steps per epoch")]}
+
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Train")
 root, case = select_case()
@@ -49,23 +58,20 @@ dataset = st.selectbox("Data set", NAMED, index=NAMED.index(case_dataset), help=
 cost = training_cost(dataset, list(DATASETS[dataset].classes))
 
 with st.form("train_form"):
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3 = st.columns(3)
     values = {"method": option_widget(TRAIN["method"], c1, "Method", key="train::method", value="cs-macer"),
               "dataset": dataset,
               "arch": c2.selectbox("Architecture", architectures(), index=architectures().index("resnet20"),
                                    help=TRAIN["arch"].help)}
     name = c3.text_input("Output name", "my-model", help="file name of the checkpoint in this case's folder",
                          key="train::name")
-    c4.markdown(f"Training cost matrix (CS-MACER and Cohen-R): `{cost.describe()}`",
-                help="passed as --cost; edit it under \"Training cost matrix\" below the form")
-    fields = [("sigma", "σ"), ("epochs", "epochs"), ("batch", "batch"), ("lr", "learning rate"),
-              ("schedule", "schedule"), ("weight", "Cohen-R weight w"), ("gauss_num", "k noisy copies"),
-              ("lam", "λ"), ("lam_warmup", "λ warm-up epochs"), ("gamma", "γ (MACER)"), ("gamma1", "γ1 (normal)"),
-              ("gamma2", "γ2 (sensitive)"), ("beta", "β"), ("seed", "seed"), ("image_size", "image size"),
-              ("max_steps_per_epoch", "max steps/epoch"), ("precision", "precision")]
-    columns = st.columns(6)
-    for i, (option, label) in enumerate(fields):
-        values[option] = option_widget(TRAIN[option], columns[i % 6], label, key=f"train::{option}")
+    st.caption(f"Training cost matrix (CS-MACER and Cohen-R, passed as --cost): `{cost.describe()}` — "
+               f"{cost.in_words()}. Edit it under \"Training cost matrix\" below the form.")
+    for heading, fields in FIELD_GROUPS.items():
+        st.markdown(f"**{heading}**")
+        columns = st.columns(FORM_COLUMNS)
+        for i, (option, label) in enumerate(fields):
+            values[option] = option_widget(TRAIN[option], columns[i % FORM_COLUMNS], label, key=f"train::{option}")
     init = st.selectbox("Warm start", inits, help=TRAIN["init"].help)
     submitted = st.form_submit_button("Start training")
 
