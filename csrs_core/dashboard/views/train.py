@@ -38,7 +38,7 @@ FIELD_GROUPS = {
     "The method's loss": [("gauss_num", "k noisy copies"), ("lam", "λ"), ("lam_warmup", "λ warm-up"),
                           ("weight", "Cohen-R w"), ("gamma", "γ (MACER)"), ("gamma1", "γ1 (normal)"),
                           ("gamma2", "γ2 (sensitive)"), ("beta", "β")],
-    "Data": [("image_size", "image size"), ("max_steps_per_epoch", "steps per epoch")]}
+    "Data": [("image_size", "image size"), ("max_steps_per_epoch", "max steps/epoch")]}
 
 require_access()  # first, also when this view is reached some other way than app.py
 st.title("Train")
