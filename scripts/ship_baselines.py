@@ -2,7 +2,7 @@
 on the validation split by the same rules as the shipped models' λ (scripts/ship_models.py).
 
 Usage: python scripts/ship_baselines.py CASE WORKDIR [STEP ...]   (CSRS_DATA: the folder with the zips)
-STEPs (default: all, in this order):
+STEPs (default: shift, extra, weight, in this order):
   shift   cohen-shift: the shipped Cohen model with a bias b added to the logits of the case's sensitive
           classes (the costly decisions' true classes), b in SHIFTS; b: the largest val Rob_cs among the
           candidates within 2 points of Cohen's val accuracy with a balanced accuracy above 0.55
@@ -14,6 +14,7 @@ STEPs (default: all, in this order):
           the rule above; written to WORKDIR/val-weights.json (shipping a new w is a separate choice).
   sensitive  every test image of the case's sensitive classes (checkpoints/CASE/test-sensitive.npz),
           certified by every shipped model: `csrs report --examples` on it gives Rob_cs on all of them.
+  cost10-grid  (ham10000) the 10:1 model's λ grid widened below the shipped λ (cost10_grid).
 Val certification: n0 = 32, n = 200, α = 0.001, bf16, at the case's ε. Shipped models are certified on
 the case's test sample as the others (n0 = 100, n = 1,000, bf16). Resumable."""
 import json
@@ -27,7 +28,8 @@ from csrs_core.models.checkpoints import read_meta, save_shifted
 from csrs_core.sampling.stage_a import counts_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ship_models import CASES, DATA_ROOT, REPO, WARM, choose, ship, train, val_metrics, val_split  # noqa: E402
+from ship_models import (CASES, COST10, DATA_ROOT, REPO, WARM, choose, ship, train, val_expected_cost,  # noqa: E402
+                         val_metrics, val_split)
 
 from csrs_core.data import load_dataset  # noqa: E402
 
@@ -99,14 +101,39 @@ def sensitive(name: str, work: Path, val, sample) -> None:
         print(f"{name}/{ckpt.stem}: certified on {len(images)} sensitive test images", flush=True)
 
 
-STEPS = {"shift": shift, "extra": extra, "weight": weight, "sensitive": sensitive}
+def cost10_grid(name: str, work: Path, val, sample) -> None:
+    """HAM10000's 10:1 model with the λ grid widened below its chosen edge: the λ of COST10 smaller than the
+    shipped model's are trained as ship_models.py's cost10 trains them; the rule of that step then chooses
+    among them and the shipped model (the larger λ were already outside the accuracy band); a new choice
+    replaces checkpoints/ham10000/cs-macer-cost10.pt."""
+    case, shipped = CASES[name], REPO / "checkpoints" / name / f"{COST10['name']}.pt"
+    chosen_lam = f"{read_meta(shipped)['hyperparameters']['lam']:g}"
+    cohen = REPO / "checkpoints" / name / "cohen.pt"
+    results = {"cohen": {**val_metrics(cohen, val, case), "expected_cost": val_expected_cost(cohen, val, case)},
+               f"shipped-lam{chosen_lam}": {**val_metrics(shipped, val, case),
+                                            "expected_cost": val_expected_cost(shipped, val, case)}}
+    warm = [*WARM, "--epochs", case["warm_epochs"], "--lam-warmup", case["lam_warmup"], "--init", str(cohen)]
+    for lam in (x for x in COST10["lams"] if float(x) < float(chosen_lam)):
+        ckpt = train(work, case, f"{COST10['name']}-lam{lam}", "--method", "cs-macer", "--cost", COST10["cost"],
+                     "--lam", lam, *warm)
+        results[ckpt.stem] = {**val_metrics(ckpt, val, case), "expected_cost": val_expected_cost(ckpt, val, case)}
+    base = results["cohen"]["acc"]
+    allowed = [c for c in results if c != "cohen" and results[c]["acc"] >= base - 0.02
+               and results[c]["balanced_acc"] > 0.55]
+    chosen = min(allowed, key=lambda c: results[c]["expected_cost"]) if allowed else None
+    save_results(work, "val-cost10-grid.json", {"val": results, "chosen": chosen})
+    if chosen and not chosen.startswith("shipped"):
+        ship(f"{name}/{COST10['name']}", work / f"{chosen}.pt", sample, name)
+
+
+STEPS = {"shift": shift, "extra": extra, "weight": weight, "sensitive": sensitive, "cost10-grid": cost10_grid}
 
 
 def main(name: str, work: Path, steps: list[str]) -> None:
     work.mkdir(parents=True, exist_ok=True)
     val = val_split(CASES[name])
     sample = load_dataset(f"sample:{REPO / 'checkpoints' / name / 'test-sample.npz'}")
-    for step in steps or list(STEPS):
+    for step in steps or ["shift", "extra", "weight"]:
         STEPS[step](name, work, val, sample)
 
 

@@ -13,7 +13,7 @@ case's warm_epochs, with λ rising linearly over the first lam_warmup epochs (--
   - CS-MACER's λ: the largest val Rob_cs (the case's cost matrix) among those within 2 points.
 `ham10000-cost10` adds the real-valued case (malignant → benign costs 10, benign → malignant 1, the ICML
 2025 paper's 10:1 setting): cost-weighted CS-MACER candidates warm-started from the shipped Cohen model;
-λ (0.01, 0.03, 0.1 or 0.3): the smallest val certified expected cost at ε among the candidates within
+λ (0.001, 0.003, 0.01, 0.03, 0.1 or 0.3): the smallest val certified expected cost at ε among the candidates within
 2 points of Cohen's val accuracy whose balanced accuracy is above 0.55 (none: nothing is shipped).
 The chosen models are copied to checkpoints/<case>-next/ and certified on the shipped test sample
 (n0 = 100, n = 1,000, bf16); the validation results are written to WORKDIR/val-results.json."""
@@ -94,7 +94,8 @@ def choose(results: dict, candidates, base_acc: float, slack: float, key: str) -
     return max(allowed or candidates, key=lambda c: results[c][key])
 
 
-COST10 = dict(cost="pairwise:1>0=10;0>1", lams=("0.01", "0.03", "0.1", "0.3"), name="cs-macer-cost10")
+COST10 = dict(cost="pairwise:1>0=10;0>1", lams=("0.001", "0.003", "0.01", "0.03", "0.1", "0.3"),
+              name="cs-macer-cost10")
 
 
 def val_expected_cost(ckpt: Path, val, case: dict) -> float:

@@ -5,8 +5,9 @@ Usage: python scripts/ship_seeds.py CASE SEED WORKDIR [NAME ...]   (CSRS_DATA: t
 Each shipped model of checkpoints/CASE/ (or only the NAMEs given, in that order) is trained again with
 exactly the hyperparameters its metadata records, `--seed SEED` instead of its own; a warm start is
 this seed's own Cohen model (trained first), so every seed is an independent run of the whole recipe
-(initial weights, data order, augmentation and noise). λ, w and the other choices made on val for the
-shipped models are kept, not searched again. The models are copied to
+(initial weights, data order, augmentation and noise); cohen-shift is this seed's Cohen model with the
+shipped shift. λ, w, the shift and the other choices made on val for the shipped models are kept, not
+searched again. The models are copied to
 checkpoints/CASE-seeds/seedSEED/ and certified on the case's shipped test sample with the shipped
 records' settings (n0 = 100, n = 1,000, bf16). Resumable: rerun after an interruption and finished
 steps are skipped. `csrs report --over-seeds` compares the methods over the seeds."""
@@ -19,7 +20,7 @@ from pathlib import Path
 from csrs_core.cases import CASE_FILE
 from csrs_core.cli.options import to_argv
 from csrs_core.data import load_dataset
-from csrs_core.models.checkpoints import file_digest, list_checkpoints, read_meta
+from csrs_core.models.checkpoints import file_digest, list_checkpoints, read_meta, save_shifted
 from csrs_core.sampling.stage_a import counts_record
 from csrs_core.settings import TRAIN
 from csrs_core.training.loop import TrainConfig
@@ -48,8 +49,12 @@ def main(case: str, seed: int, work: Path, names: list[str]) -> None:
         meta = read_meta(shipped[name])
         init = work / "cohen.pt" if meta.get("init") else None
         out = work / name
-        subprocess.run([sys.executable, "-m", "csrs_core", "train", *recipe(meta, seed, init, out), "--quiet",
-                        "--threads", "1"], check=True)
+        if meta.get("logit_shift"):  # cohen-shift: this seed's Cohen model with the shipped shift
+            if not out.with_name(name + ".pt").exists():
+                save_shifted(work / "cohen.pt", out.with_name(name + ".pt"), meta["logit_shift"], meta["method"])
+        else:
+            subprocess.run([sys.executable, "-m", "csrs_core", "train", *recipe(meta, seed, init, out), "--quiet",
+                            "--threads", "1"], check=True)
         target = dest / f"{name}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or file_digest(target) != file_digest(out.with_name(name + ".pt")):
