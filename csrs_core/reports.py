@@ -217,12 +217,13 @@ def _common_classes(infos) -> list:
     return json.loads(counted.most_common(1)[0][0]) if counted else []
 
 
-def standard_columns(table: pd.DataFrame, eps) -> dict:
-    """The field's standard numbers of one certificate table: cert_acc@ε and rob_cs@ε for each ε of
-    `eps` (eps_column names), acr and abstain (see report_table)."""
+def standard_columns(table: pd.DataFrame, eps, rob_cs: bool = True) -> dict:
+    """The field's standard numbers of one certificate table: cert_acc@ε (and, with `rob_cs`, rob_cs@ε)
+    for each ε of `eps` (eps_column names), acr and abstain (see report_table). Without rob_cs none of
+    them depends on the cost matrix."""
     curve = eps_curve(table, eps)
     return {**{eps_column("cert_acc", e): v for e, v in zip(eps, curve["certified_acc"])},
-            **{eps_column("rob_cs", e): v for e, v in zip(eps, curve["rob_cs"])},
+            **({eps_column("rob_cs", e): v for e, v in zip(eps, curve["rob_cs"])} if rob_cs else {}),
             "acr": average_certified_radius(table), "abstain": abstention_rate(table)}
 
 

@@ -279,7 +279,7 @@ def _train_page(tmp_path, synthetic_checkpoint, monkeypatch):
 @pytest.mark.parametrize("method", ["cs-macer", "cohen-r"])
 def test_train_refuses_a_cost_method_without_a_costly_mistake(tmp_path, synthetic_checkpoint, monkeypatch, method):
     at, root = _train_page(tmp_path, synthetic_checkpoint, monkeypatch)
-    assert any("`none`" in m.value for m in at.markdown)  # the matrix is shown before starting, not Explore's
+    assert any("`none`" in m.value for m in at.caption)  # the matrix is shown before starting, not Explore's
     at.selectbox(key="train::method").select(method)
     at.button[0].click().run()
     assert any(method in e.value and "--cost" in e.value and "'none'" in e.value for e in at.error), \
@@ -293,7 +293,7 @@ def test_train_passes_its_own_matrix_as_cost(tmp_path, synthetic_checkpoint, mon
     weights[0, 1] = 2.5
     click_grid(at, weights)
     assert not at.exception, at.exception
-    assert any("`pairwise:0>1=2.5`" in m.value for m in at.markdown)
+    assert any("`pairwise:0>1=2.5`" in m.value for m in at.caption)
     assert "cost" not in at.query_params  # the training matrix is not in the link
     at.number_input(key="train::epochs").set_value(1)
     at.number_input(key="train::max_steps_per_epoch").set_value(1)

@@ -160,26 +160,28 @@ def top_confusions(conf: np.ndarray, names: list[str], k: int = 20) -> pd.DataFr
 STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def standard_table(tables: dict, described: str) -> None:
-    """Cohen et al.'s and MACER's table: certified accuracy at standard radii (and ε), Rob_cs there, ACR."""
+def standard_table(tables: dict) -> None:
+    """Cohen et al.'s and MACER's table: certified accuracy at standard radii (and ε), ACR, abstentions;
+    none of it depends on the cost matrix, so a grid click leaves it alone."""
     radii = tuple(sorted(set(STANDARD_RADII) | {float(eps)}))
     rows = [{"checkpoint": n, "method": metas[n]["method"], "acc": metrics_row(t, eps)["acc"],
-             **standard_columns(t, radii), "budget": budget(records[n].meta, records[n].n_used)}
+             **standard_columns(t, radii, rob_cs=False), "budget": budget(records[n].meta, records[n].n_used)}
             for n, t in tables.items()]
     table = pd.DataFrame(rows)
     st.subheader("The field's standard table")
     st.caption("cert_acc@r: certified accuracy, the share of all test examples whose standard certificate predicts "
-               "the true class with radius R1 > r (Cohen et al.'s tables); rob_cs@r: Rob_cs at r; acr: average "
-               "certified radius over all examples (MACER's headline); abstain: share of examples the standard "
-               "certificate abstains on; budget: Monte Carlo samples per example (n0 selection, n estimation).")
+               "the true class with radius R1 > r (Cohen et al.'s tables; Rob_cs at ε is in the metrics above); "
+               "acr: average certified radius over all examples (MACER's headline); abstain: share of examples the "
+               "standard certificate abstains on; budget: Monte Carlo samples per example (n0 selection, n "
+               "estimation).")
     st.dataframe(table, hide_index=True, key="standard_table",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                                 if c not in ("checkpoint", "method", "budget")})
     s1, s2 = st.columns(2)
     s1.download_button("Download CSV", table.to_csv(index=False), "csrs-standard.csv", "text/csv",
                        key="standard_csv")
-    s2.download_button("Download LaTeX table", to_latex(table, f"{case}: cost {described}, {mode} mode, α = {alpha}",
-                                                        radii), "csrs-standard.tex", "text/plain", key="standard_tex")
+    s2.download_button("Download LaTeX table", to_latex(table, f"{case}: {mode} mode, α = {alpha}", radii),
+                       "csrs-standard.tex", "text/plain", key="standard_tex")
 
 
 @st.fragment
@@ -215,7 +217,6 @@ def cost_dependent_views():
     d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
     d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
                                                         f"{mode} mode, α = {alpha}"), "csrs-metrics.tex", "text/plain")
-    standard_table(tables, described)
     curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
                          else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified cost-sensitive robustness vs ε")
@@ -258,9 +259,10 @@ st.caption("Cost matrix: rows are the true class, columns the predicted class; a
 cost_dependent_views()
 
 # the views below do not depend on the cost matrix, so a grid click leaves them alone
-left, right = st.columns(2)
 standard = {name: certificate_table(records[name], current_cost(case, classes), alpha, mode)
             for name in picked}  # their R1, top class and p_A bound do not depend on the matrix
+standard_table(standard)
+left, right = st.columns(2)
 with left:
     st.subheader("Per-class certified accuracy")
     pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in standard.items()])
