@@ -178,10 +178,10 @@ def standard_table(tables: dict) -> None:
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                                 if c not in ("checkpoint", "method", "budget")})
     s1, s2 = st.columns(2)
-    s1.download_button("Download CSV", table.to_csv(index=False), "csrs-standard.csv", "text/csv",
-                       key="standard_csv")
-    s2.download_button("Download LaTeX table", to_latex(table, f"{case}: {mode} mode, α = {alpha}", radii),
-                       "csrs-standard.tex", "text/plain", key="standard_tex")
+    s1.download_button("Download CSV", lambda: table.to_csv(index=False), "csrs-standard.csv", "text/csv",
+                       key="standard_csv", on_click="ignore")
+    s2.download_button("Download LaTeX table", lambda: to_latex(table, f"{case}: {mode} mode, α = {alpha}", radii),
+                       "csrs-standard.tex", "text/plain", key="standard_tex", on_click="ignore")
 
 
 @st.fragment
@@ -214,9 +214,12 @@ def cost_dependent_views():
                                 **{c: st.column_config.NumberColumn(format="%.2g")
                                    for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm")}})
     d1, d2 = st.columns(2)
-    d1.download_button("Download CSV", summary.to_csv(index=False), "csrs-metrics.csv", "text/csv")
-    d2.download_button("Download LaTeX table", to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
-                                                        f"{mode} mode, α = {alpha}"), "csrs-metrics.tex", "text/plain")
+    # the files are made when a button is clicked, never on a grid click
+    d1.download_button("Download CSV", lambda: summary.to_csv(index=False), "csrs-metrics.csv", "text/csv",
+                       on_click="ignore")
+    d2.download_button("Download LaTeX table", lambda: to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
+                                                                f"{mode} mode, α = {alpha}"),
+                       "csrs-metrics.tex", "text/plain", on_click="ignore")
     curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
                          else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified cost-sensitive robustness vs ε")
