@@ -25,6 +25,7 @@ def test_each_method_reduces_its_loss(tmp_path, method):
     assert m["method"] == method and m["epochs_done"] == 3 and m["sigma"] == 0.25
     assert m["hyperparameters"]["cost"] == "seedwise:1" and json.loads(m["cost"])["matrix"][1][0] == 1
     assert {"loss", "acc", "images_per_s", "seconds"} <= set(m["history"][0])
+    assert all(h["noisy_images"] == 4 * 32 * 4 for h in m["history"])  # steps x batch x k: the training compute
 
 
 def test_kill_and_resume_ends_in_the_same_state(tmp_path, monkeypatch):

@@ -480,4 +480,5 @@ def _run_epoch(cfg, net, opt, scaler, images, labels, cost, device, epoch, steps
             return None
     elapsed = time.time() - t0
     return {"epoch": epoch + 1, **means, "acc": correct.item() / max(seen, 1),
-            "images_per_s": seen * k * world / elapsed, "seconds": elapsed, "lr": lr}
+            "images_per_s": seen * k * world / elapsed, "seconds": elapsed, "lr": lr,
+            "noisy_images": steps * cfg.batch * k}  # the epoch's training compute: forward and backward passes
