@@ -180,6 +180,7 @@ CERTIFY = {o.name: o for o in (
 # -------------------------------------------------------------------------------------- train
 METHODS = ("gaussian", "cohen-r", "macer", "cs-macer")
 DEFAULT_LAMBDA = {"macer": 12.0, "cs-macer": 3.0}
+DEFAULT_COPIES = {"gaussian": 1, "cohen-r": 1, "macer": 16, "cs-macer": 16}  # k where --gauss-num is not given
 
 TRAIN = {o.name: o for o in (
     _opt("method", str, None, "gaussian (Cohen et al.), cohen-r (reweighted), macer, cs-macer (the paper's)",
@@ -202,7 +203,9 @@ TRAIN = {o.name: o for o in (
     _opt("cost", str, "none", "cost matrix for cohen-r and cs-macer (same forms as certify --cost; none: "
          "no sensitive class)"),
     positive_float("weight", 1.2, "cohen-r: cross-entropy weight of sensitive examples"),
-    positive_int("gauss_num", 16, "macer/cs-macer: noisy copies per image (k)"),
+    positive_int("gauss_num", None, "noisy copies per image k (default: 16 for macer and cs-macer, 1 for gaussian "
+                 "and cohen-r, as the papers train them; with k > 1 gaussian and cohen-r average their cross-entropy "
+                 "over the copies, e.g. to give them MACER's budget)"),
     _opt("lam", float, None, "macer/cs-macer: weight λ of the robustness terms (default: 12 for macer, "
          "3 for cs-macer)", low=0),
     _opt("lam_warmup", float, 0.0, "macer/cs-macer: epochs over which λ rises linearly from 0 to its value "

@@ -183,7 +183,7 @@ def test_a_signal_exits_non_zero_says_interrupted_and_a_rerun_resumes(tmp_path):
     done = read_checkpoint(tmp_path / "sig.pt")["meta"]["epochs_done"]
     assert 1 <= done < 40
     again = train(_cfg(tmp_path, "sig", epochs=done + 1, schedule="step", batch=32, lr=0.1, cost="none",
-                       gauss_num=16, log_every=1))
+                       gauss_num=None, log_every=1))  # the command line's default: one copy for gaussian
     assert again["epochs_done"] == done + 1
 
 

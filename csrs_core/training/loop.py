@@ -26,7 +26,7 @@ from csrs_core import CSRSError
 from csrs_core.certification.certificates import certify_from_counts
 from csrs_core.certification.cost import parse_cost
 from csrs_core.certification.metrics import summarize
-from csrs_core.settings import DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
+from csrs_core.settings import DEFAULT_COPIES, DEFAULT_LAMBDA, TRAIN, SettingError, check_settings
 from csrs_core.data import DatasetError, load_dataset, select_examples
 from csrs_core.models.architectures import build_model, use_architecture
 from csrs_core.models.checkpoints import file_digest, load_model, read_checkpoint, save_checkpoint
@@ -92,8 +92,10 @@ class TrainConfig:
                                f"{'cohen' if self.method == 'cohen-r' else 'macer'} would")
         if self.lam is None:
             self.lam = DEFAULT_LAMBDA.get(self.method, 0.0)
+        if self.gauss_num is None:
+            self.gauss_num = DEFAULT_COPIES[self.method]
         if self.method in ("gaussian", "cohen-r"):
-            self.gauss_num, self.lam_warmup = 1, 0.0  # no noisy copies, no robustness term to warm up
+            self.lam_warmup = 0.0  # no robustness term to warm up
         elif self.lam_warmup > self.epochs:
             raise SettingError(f"--lam-warmup = {self.lam_warmup:g} is not allowed with --epochs {self.epochs}: λ "
                                "would never reach its value; must be at most the number of epochs")
