@@ -49,13 +49,15 @@ def main(case: str, seed: int, work: Path, names: list[str]) -> None:
         meta = read_meta(shipped[name])
         init = work / "cohen.pt" if meta.get("init") else None
         out = work / name
+        target = dest / f"{name}.pt"
+        if target.exists() and not out.with_name(name + ".pt").exists():  # shipped before: resume from it
+            shutil.copy(target, out.with_name(name + ".pt"))
         if meta.get("logit_shift"):  # cohen-shift: this seed's Cohen model with the shipped shift
             if not out.with_name(name + ".pt").exists():
                 save_shifted(work / "cohen.pt", out.with_name(name + ".pt"), meta["logit_shift"], meta["method"])
         else:
             subprocess.run([sys.executable, "-m", "csrs_core", "train", *recipe(meta, seed, init, out), "--quiet",
                             "--threads", "1"], check=True)
-        target = dest / f"{name}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists() or file_digest(target) != file_digest(out.with_name(name + ".pt")):
             shutil.copy(out.with_name(name + ".pt"), target)
