@@ -7,10 +7,11 @@ exactly the hyperparameters its metadata records, `--seed SEED` instead of its o
 this seed's own Cohen model (trained first), so every seed is an independent run of the whole recipe
 (initial weights, data order, augmentation and noise); cohen-shift is this seed's Cohen model with the
 shipped shift. λ, w, the shift and the other choices made on val for the shipped models are kept, not
-searched again. The models are copied to
-checkpoints/CASE-seeds/seedSEED/ and certified on the case's shipped test sample with the shipped
-records' settings (n0 = 100, n = 1,000, bf16). Resumable: rerun after an interruption and finished
-steps are skipped. `csrs report --over-seeds` compares the methods over the seeds."""
+searched again. The models are copied to checkpoints/CASE-seeds/seedSEED/ and certified on the case's
+shipped test sample with the shipped records' settings (n0 = 100, n = 1,000, bf16). Resumable: rerun
+after an interruption and finished steps are skipped (on another machine too: a model already in
+checkpoints/CASE-seeds/ is resumed from, not trained again). `csrs report --seeds` compares the methods
+over the seeds."""
 import os
 import shutil
 import subprocess
