@@ -188,7 +188,7 @@ def test_report_on_a_small_folder_shows_paired_p_values(folder, capsys):
     for col in ("d_acc", "p_acc", "d_rob_cs", "p_rob_cs"):
         assert df.loc["other", col] == pytest.approx(expected[col], nan_ok=True)
     assert 0 < df.loc["other", "p_acc"] <= 1 and 0 < df.loc["other", "p_rob_cs"] <= 1
-    assert df.loc["other", "n_sensitive"] == 4                           # class 1 of 4, 16 examples
+    assert df.loc["other", "sensitive_examples"] == 4                           # class 1 of 4, 16 examples
     assert df.loc["cohen", "d_acc"] == 0 and math.isnan(df.loc["cohen", "p_acc"])
     assert df[["d_acc", "p_acc", "d_rob_cs", "p_rob_cs"]].loc["elsewhere"].isna().all()
     assert any(n.startswith("elsewhere: not compared with baseline cohen") for n in rep.notes)
