@@ -432,8 +432,8 @@ else:
             st.image(_thumb(spath, smtime, int(sample["position"].get_loc(i))),
                      caption=f"#{i} {classes[y]} → {_class_name(classes, p)}, r = {_radius_text(r)}",
                      width=THUMB_PX, output_format="PNG")
-            st.button(f"Open #{i}", key=f"examples::thumb::{i}", on_click=st.session_state.__setitem__,
-                      args=(open_key, int(i)))
+            st.button("Open", key=f"examples::thumb::{i}", help=f"open example #{i} above the gallery",
+                      on_click=st.session_state.__setitem__, args=(open_key, int(i)))
     st.caption(f"#index true class → predicted class ({pred_col} of checkpoint {a}), r = the radius that decides "
                "the outcome (the cost-sensitive radius of a sensitive example, R1 of a non-sensitive one whose "
                "standard certificate is correct; — when there is none). Open an example with its button, the box "
