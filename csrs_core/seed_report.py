@@ -22,15 +22,16 @@ SEED_COLUMNS = (["checkpoint", "method", "seeds"] + [f"{m}{s}" for m in METRICS 
 
 
 def over_seeds_p(differences) -> float:
-    """Two-sided p-value of a one-sample t-test that the mean of the per-seed differences is 0 (NaN for
-    fewer than two seeds; 1 when every difference is 0)."""
+    """Two-sided p-value of a one-sample t-test that the mean of the per-seed differences is 0: 1 when every
+    difference is 0; NaN for fewer than two seeds, or when the differences are equal but not 0 (no spread
+    between seeds: the test is undefined, and more seeds are needed)."""
     d = np.asarray(differences, dtype=float)
     if len(d) < 2:
         return float("nan")
     if np.all(d == 0):
         return 1.0
-    if np.all(d == d[0]):  # no spread over seeds: the t statistic is infinite
-        return 0.0
+    if np.all(d == d[0]):
+        return float("nan")
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
