@@ -1,7 +1,5 @@
 """A finished job says what it wrote and opens the page that shows it: a certification record on Explore
 (selected, the detailed views on its checkpoint), a trained checkpoint on Certify (chosen)."""
-import shutil
-import sys
 
 import pytest
 

@@ -1,6 +1,5 @@
 """The cohen-shift baseline: a model's logits plus a fixed vector, saved as data (never code), certified
 like any checkpoint; and `csrs report --examples` comparing the records of one sample's examples."""
-import json
 import shutil
 from pathlib import Path
 

@@ -223,8 +223,8 @@ def cost_dependent_views():
     curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
                          else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified cost-sensitive robustness vs ε")
-    st.caption(f"Rob_cs (solid): share of the sensitive examples certified against every costly mistake; Rob_std "
-               f"(dashed): share of them certified correct at ε by the standard certificate"
+    st.caption("Rob_cs (solid): share of the sensitive examples certified against every costly mistake; Rob_std "
+               "(dashed): share of them certified correct at ε by the standard certificate"
                + ("; certified accuracy (dotted): share of all examples" if show_overall else "")
                + (f". Bands: 95 % intervals of {baseline} and {focus}" if show_band else "")
                + ". Click a legend entry to pick one checkpoint.")
