@@ -60,3 +60,18 @@ def test_the_sampler_reproduces_shipped_counts_exactly(case):
     else:
         assert (c.argmax(1) == record.counts[:3].argmax(1)).all()
         assert np.abs(c - record.counts[:3]).sum(1).max() / 2 <= 0.03 * record.meta["n"]
+
+
+SEED_FOLDERS = sorted(p for p in SHIPPED.glob("*-seeds/seed*") if p.is_dir())
+
+
+@pytest.mark.parametrize("folder", SEED_FOLDERS, ids=[f"{p.parent.name}/{p.name}" for p in SEED_FOLDERS])
+def test_every_seed_run_is_that_seed_and_certified_on_its_case_sample(folder):
+    """checkpoints/CASE-seeds/seedK/: the shipped recipes at training seed K, certified on CASE's test sample."""
+    case = folder.parent.name[:-len("-seeds")]
+    seed = int(folder.name[len("seed"):])
+    report = report_table(folder, CASES[case][0], eps=0.25, examples=SHIPPED / case / "test-sample.npz")
+    assert sorted(report.table.checkpoint) == sorted(p.stem for p in list_checkpoints(folder)), report.notes
+    for path in list_checkpoints(folder):
+        model, meta = load_model(path)
+        assert meta["hyperparameters"]["seed"] == seed  # cohen-shift: that seed's Cohen model, shifted
