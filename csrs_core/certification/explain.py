@@ -99,7 +99,14 @@ def _name(classes, k: int) -> str:
 
 
 def format_radius(x: float) -> str:
-    return "−∞" if x == -math.inf else ("+∞" if x == math.inf else f"{x:.4f}")
+    """A radius as every table and caption shows it: four decimals, or "—" where there is none (−∞: no
+    cost-sensitive certificate, e.g. for a non-sensitive example or a costly top class)."""
+    return "—" if x == -math.inf else ("+∞" if x == math.inf else f"{x:.4f}")
+
+
+def for_download(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as the CSV downloads write it: a radius of −∞ (none) as an empty cell, as it is "—" on the page."""
+    return frame.replace(-math.inf, math.nan)
 
 
 def explain(counts0, counts, label: int, cost: CostMatrix, sigma: float, alpha: float, mode: str, eps: float,

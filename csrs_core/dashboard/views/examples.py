@@ -82,10 +82,6 @@ def _class_name(classes, k) -> str:
     return ABSTAIN if k < 0 else str(classes[k])
 
 
-def _radius_text(r: float) -> str:
-    return f"{r:.3f}" if r > 0 else "—"
-
-
 def _seed(key: str, value) -> None:
     """A widget's first value on this page (the Explore page's setting when it has one)."""
     if key not in st.session_state:
@@ -234,7 +230,7 @@ def _example_view(index: int, sample, picked, records, matches, metas, cost, cla
                                       for _, r in info["costly"].iterrows()),
              "reasons": " ".join(info["reasons"])} for name, info in infos.items()]
     st.download_button("Download this example's table (CSV, every compared checkpoint)",
-                       pd.DataFrame(rows).to_csv(index=False), f"csrs-example-{index}.csv", "text/csv",
+                       ex.for_download(pd.DataFrame(rows)).to_csv(index=False), f"csrs-example-{index}.csv", "text/csv",
                        key="examples::download_one")
 
 
@@ -416,7 +412,7 @@ def _filtered_csv() -> str:
                                                       sigma=records[n].meta["sigma"], n=records[n].meta["n"])
                       for n, t in tables.items()], ignore_index=True)
     long.insert(2, "true_class", [classes[k] for k in long.label])
-    return long.to_csv(index=False)
+    return ex.for_download(long).to_csv(index=False)
 
 
 p2.download_button("Download the filtered examples (CSV, every compared checkpoint, one row per example and "
@@ -430,7 +426,7 @@ else:
     for k, (i, y, p, r) in enumerate(zip(part["index"], part.label, part[pred_col], part.radius)):
         with cells[k % GALLERY_COLUMNS]:
             st.image(_thumb(spath, smtime, int(sample["position"].get_loc(i))),
-                     caption=f"#{i} {classes[y]} → {_class_name(classes, p)}, r = {_radius_text(r)}",
+                     caption=f"#{i} {classes[y]} → {_class_name(classes, p)}, r = {ex.format_radius(r)}",
                      width=THUMB_PX, output_format="PNG")
             st.button("Open", key=f"examples::thumb::{i}", help=f"open example #{i} above the gallery",
                       on_click=st.session_state.__setitem__, args=(open_key, int(i)))
