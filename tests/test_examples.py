@@ -316,3 +316,9 @@ def test_a_thumbnail_opens_its_example(root, monkeypatch):
     assert not at.exception, at.exception
     assert any(h.value.startswith(f"Example {index}: true class") for h in at.subheader)
     assert at.query_params["example"] in (str(index), [str(index)])
+
+
+def test_a_radius_reads_one_way_on_the_page_and_in_the_downloads():
+    assert ex.format_radius(-np.inf) == "—" and ex.format_radius(0.12345) == "0.1235"
+    down = ex.for_download(pd.DataFrame({"radius": [-np.inf, 0.5], "r2": [-np.inf, -0.25]}))
+    assert np.isnan(down.radius[0]) and down.radius[1] == 0.5 and down.r2[1] == -0.25
