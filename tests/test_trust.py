@@ -66,7 +66,7 @@ def test_a_corrupt_record_is_reported_and_the_next_valid_one_used(folder):
     raw[len(raw) // 2] ^= 0xFF
     main.path.write_bytes(bytes(raw))
     report = report_table(folder, "seedwise:1", eps=0.1)
-    assert report.table.checkpoint.tolist() == ["cohen"] and report.table.n.tolist() == [16]
+    assert report.table.checkpoint.tolist() == ["cohen"] and report.table.examples.tolist() == [16]
     assert any("corrupt" in note and main.path.name in note and "not used" in note for note in report.notes)
     assert not any("recomputed" in note for note in report.notes)
 
