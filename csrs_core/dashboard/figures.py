@@ -58,7 +58,7 @@ CURVE_METRICS = {"rob_cs": "Rob_cs", "rob_std": "Rob_std", "certified_acc": "cer
 LEGEND_PICK = {"name": "picked", "select": {"type": "point", "fields": ["checkpoint"]}, "bind": "legend"}
 FADE = {"condition": {"param": "picked", "value": 1}, "value": 0.15}
 # under the plot, so that the plot keeps the page's width however many checkpoints are named
-BOTTOM_LEGEND = {"orient": "bottom", "columns": 4, "symbolOpacity": 1, "labelLimit": 220}
+BOTTOM_LEGEND = {"orient": "bottom", "columns": 3, "symbolOpacity": 1, "labelLimit": 220}
 
 
 def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, banded=None) -> dict:
@@ -79,7 +79,7 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
     lines = {"y": share, "opacity": FADE,
              "strokeDash": {"field": "metric", "type": "nominal", "title": "metric", "sort": metrics,
                             "scale": {"domain": metrics, "range": [METRIC_DASH[m] for m in metrics]},
-                            "legend": {"orient": "bottom"}},
+                            "legend": {"orient": "top", "direction": "horizontal"}},
              "detail": {"field": "metric", "type": "nominal"},
              "tooltip": _tooltip(("checkpoint", "nominal"), ("metric", "nominal"), ("eps", "quantitative"),
                                  ("share", "quantitative"))}
