@@ -65,7 +65,7 @@ def case_defaults(folder, classes: list[str], checkpoints: dict[str, str]) -> Ca
                             or not 0 <= eps <= 4):
         notes.append(f"{path.name}: eps {eps!r} is not a radius in [0, 4]; using σ")
         eps = None
-    baseline = _named(given, "baseline", checkpoints, notes, path) or _default_baseline(checkpoints)
+    baseline = _named(given, "baseline", checkpoints, notes, path) or default_baseline(checkpoints)
     others = {n: m for n, m in checkpoints.items() if n != baseline}
     focus = (_named(given, "focus", checkpoints, notes, path)
              or next((n for n, m in others.items() if m == "cs-macer"), next(iter(others), baseline)))
@@ -92,7 +92,9 @@ def _named(given: dict, key: str, checkpoints: dict, notes: list, path: Path) ->
     return name
 
 
-def _default_baseline(checkpoints: dict[str, str]) -> str | None:
+def default_baseline(checkpoints: dict[str, str]) -> str | None:
+    """The baseline when none is named, from {checkpoint: method} in listing order: the Gaussian
+    model named `cohen`, else the only Gaussian model, else the first checkpoint (None without any)."""
     gaussian = [n for n, m in checkpoints.items() if m == "gaussian"]
     if "cohen" in gaussian:
         return "cohen"

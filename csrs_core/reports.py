@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from csrs_core import CSRSError
+from csrs_core.cases import default_baseline
 from csrs_core.certification.certificates import certified_cost, certify_from_counts
 from csrs_core.certification.comparisons import differing_fields, metrics_row, row_differences, with_holm
 from csrs_core.certification.cost import parse_cost
@@ -86,10 +87,7 @@ def confidence_line(alpha: float, mode: str) -> str:
 def _pick_baseline(df: pd.DataFrame, folder: Path, baseline: str | None) -> str:
     names = df["checkpoint"].tolist()
     if baseline is None:
-        gaussian = df.loc[df["method"] == "gaussian", "checkpoint"].tolist()
-        if len(gaussian) == 1:
-            return gaussian[0]
-        return "cohen" if "cohen" in gaussian else names[0]
+        return default_baseline(dict(zip(names, df["method"])))
     name = baseline[:-3] if baseline.endswith(".pt") else baseline
     if name in names:
         return name

@@ -60,23 +60,37 @@ def serve(checkpoints: Path, port: int, command=None) -> subprocess.Popen:
 
 
 FIGURES = "[data-testid=stVegaLiteChart]"
-# In the page: stamp the click (capture phase) and watch every figure's element with a
-# MutationObserver (nothing polls the page meanwhile; a figure drawn anew also counts); each change
-# notes the time of the next animation frame, when it is painted. Once nothing has changed for
-# QUIET ms, the click's time is that of the last frame in which any figure changed. A figure whose
-# numbers the click does not change (unticking one of several costly cells of a row can leave Rob_cs
-# as it was) does not change and is not waited for.
+# Vega repaints a canvas figure by clearing it first: every page of the run reports each clearRect on a
+# canvas to window.__painted (when the click is being timed), since a repaint changes no element
+PAINTS = """(() => {
+  const clear = CanvasRenderingContext2D.prototype.clearRect;
+  CanvasRenderingContext2D.prototype.clearRect = function (...args) {
+    if (window.__painted) window.__painted(this.canvas);
+    return clear.apply(this, args);
+  };
+})();"""
+# In the page: stamp the click (capture phase) and watch every figure: its SVG's elements with a
+# MutationObserver, its canvas through the repaints PAINTS reports (nothing polls the page meanwhile;
+# a figure drawn anew also counts); each change notes the time of the next animation frame, when it is
+# painted. Once nothing has changed for QUIET ms, the click's time is that of the last frame in which
+# any figure changed. A figure whose numbers the click does not change (unticking one of several
+# costly cells of a row can leave Rob_cs as it was) does not change and is not waited for.
 QUIET = 1500
 ARM = """(quiet) => {
   const charts = Array.from(document.querySelectorAll('%s'));
   const changed = charts.map(() => null);
   window.__clicked = null; window.__updated = null; window.__changed = null;
+  const mark = (i) => requestAnimationFrame(() => { changed[i] = performance.now(); });
   const watch = (chart, i) => {
-    const seen = new MutationObserver(() => requestAnimationFrame(() => { changed[i] = performance.now(); }));
+    const seen = new MutationObserver(() => mark(i));
     seen.observe(chart, {subtree: true, childList: true, attributes: true, characterData: true});
     return seen;
   };
   const observers = charts.map(watch);
+  window.__painted = (canvas) => {
+    const i = charts.findIndex(c => c.contains(canvas));
+    if (i >= 0 && window.__clicked !== null) mark(i);
+  };
   document.addEventListener('click', () => { window.__clicked = performance.now(); }, {capture: true, once: true});
   const check = () => {
     const now = performance.now();
@@ -84,6 +98,7 @@ ARM = """(quiet) => {
     const last = Math.max(window.__clicked ?? now, ...times);
     if (window.__clicked !== null && now - last > quiet) {
       observers.forEach(o => o.disconnect());
+      window.__painted = null;
       window.__updated = times.length ? last : null; window.__changed = times.length; return;
     }
     setTimeout(check, 100);
@@ -95,6 +110,7 @@ ARM = """(quiet) => {
 def new_page(p):
     browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=FLAGS)
     page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.add_init_script(PAINTS)
     page.set_default_timeout(60_000)
     return browser, page
 
@@ -160,7 +176,7 @@ def click_times(url: str, clicks: int, cells, figures: int) -> list[tuple[float,
     with sync_playwright() as p:
         browser, page = new_page(p)
         page.goto(url)
-        page.wait_for_function(f"() => document.querySelectorAll('{FIGURES} svg').length >= {figures}")
+        page.wait_for_function(f"() => document.querySelectorAll('{FIGURES} :is(svg, canvas)').length >= {figures}")
         page.wait_for_timeout(1500)
         for i in range(clicks):
             box = page.get_by_role("checkbox", name=cells[i % len(cells)])

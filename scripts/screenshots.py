@@ -4,8 +4,9 @@
     python scripts/screenshots.py OUTDIR [--cases cifar10,ham10000,imagenette] [--widths 1400,1000]
         [--pages explore,examples,certify,train,checkpoints,glossary] [--checkpoints checkpoints] [--jpeg QUALITY]
 
-Writes OUTDIR/<case>-<page>[-<state>]-<width>.png (.jpg with --jpeg, as docs/dashboard.md embeds them:
-`python scripts/screenshots.py docs/screenshots --widths 1400 --jpeg 60`): each page as it opens, and the
+Writes OUTDIR/<case>-<page>[-<state>]-<width>.png (the glossary, the same page for every case:
+glossary-<width>.png; .jpg with --jpeg, as docs/dashboard.md embeds them:
+`python scripts/screenshots.py docs/screenshots --widths 1400 --jpeg 60`), each page whole, as it opens, and the
 states worth seeing besides (Certify with "Decide at ε" ticked; Examples with an example opened and decided
 at ε)."""
 from __future__ import annotations
@@ -38,10 +39,17 @@ QUALITY = {"jpeg": None}  # --jpeg: the JPEG quality of every screenshot (None: 
 
 
 def shoot(page, out: Path, name: str) -> Path:
-    """A full-page screenshot named `name`."""
+    """A screenshot named `name` of the whole page: the app scrolls inside its main pane, so the view is
+    made as tall as that pane's content first (and set back after)."""
     quality = QUALITY["jpeg"]
     path = out / f"{name}.{'png' if quality is None else 'jpg'}"
+    view = page.viewport_size
+    tall = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    if tall > view["height"]:
+        page.set_viewport_size({"width": view["width"], "height": tall})
+        page.wait_for_timeout(800)
     page.screenshot(path=str(path), full_page=True, **({} if quality is None else {"type": "jpeg", "quality": quality}))
+    page.set_viewport_size(view)
     print(path, flush=True)
     return path
 
@@ -50,7 +58,7 @@ def states(page, base: str, page_name: str, case: str, out: Path, width: int) ->
     """The page as it opens, and its states worth seeing."""
     page.goto(f"{base}/{'' if page_name == 'explore' else page_name}?case={case}")  # Explore is the main page
     settle(page)
-    shoot(page, out, f"{case}-{page_name}-{width}")
+    shoot(page, out, f"{page_name}-{width}" if page_name == "glossary" else f"{case}-{page_name}-{width}")
     if page_name == "certify":
         page.get_by_text("Decide at ε", exact=False).first.click()
         settle(page)
@@ -85,11 +93,12 @@ def main(argv=None) -> int:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=FLAGS)
             for width in (int(w) for w in args.widths.split(",")):
-                page = browser.new_page(viewport={"width": width, "height": 3200})  # the app scrolls inside: a tall view
+                page = browser.new_page(viewport={"width": width, "height": 1000})
                 page.set_default_timeout(120_000)
-                for case in args.cases.split(","):
+                for i, case in enumerate(args.cases.split(",")):
                     for name in args.pages.split(","):
-                        states(page, f"http://127.0.0.1:{port}", name, case, out, width)
+                        if name != "glossary" or i == 0:  # the glossary is the same page for every case
+                            states(page, f"http://127.0.0.1:{port}", name, case, out, width)
                 page.close()
             browser.close()
     finally:

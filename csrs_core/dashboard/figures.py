@@ -14,18 +14,30 @@ from csrs_core.certification.stats import proportion_interval
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 SCHEME = "tableau10"  # one colour per checkpoint, in the order the checkpoints are listed
-SHAPES = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "triangle-up", "cohen-shift": "x"}
+SHAPES = {"gaussian": "circle", "cohen-r": "square", "macer": "diamond", "cs-macer": "triangle-up",
+          "cohen-shift": "cross"}  # Vega's named symbols
 METRIC_DASH = {"Rob_cs": [1, 0], "Rob_std": [6, 3], "certified acc.": [2, 2]}
 DOTTED = [2, 3]
 
 
 # Streamlit picks the canvas renderer for more than 2,000 points and drops per-mark ARIA attributes
-# for more than 5,000 rows unless a spec says otherwise: said here, so the spec never depends on size
-FIXED = {"usermeta": {"embedOptions": {"renderer": "svg"}}, "config": {"mark": {"aria": False}}}
+# for more than 5,000 rows unless a spec says otherwise: said in every spec, so it never depends on
+# size. The figures redrawn on every click of the cost grid (the ε and cost curves, the trade-off,
+# R1 vs the cost-sensitive radius) draw on a canvas, which Vega
+# repaints in place where SVG rebuilds its nodes (about a fifth of a click's time in the browser);
+# the others are SVG, their text part of the page.
+NO_ARIA = {"config": {"mark": {"aria": False}}}
 
 
-def _spec(datasets: dict[str, pd.DataFrame], **parts) -> dict:
-    return {"$schema": SCHEMA, "datasets": datasets, **FIXED, **parts}
+# the page's width, and the plot's own height (Vega-Lite's 300 px unless a figure sets it) with its legends
+# and axes added: fitted to a fixed height instead (Streamlit's default), legends squash the plot
+FIT_WIDTH = {"autosize": {"type": "fit-x", "contains": "padding"}}
+
+
+def vega_spec(datasets: dict[str, pd.DataFrame], renderer: str = "svg", **parts) -> dict:
+    """A Vega-Lite spec whose data are the named `datasets`, drawn by `renderer` (svg or canvas)."""
+    return {"$schema": SCHEMA, "datasets": datasets, "usermeta": {"embedOptions": {"renderer": renderer}},
+            **NO_ARIA, **FIT_WIDTH, **parts}
 
 
 def _q(field: str, title: str | None = None, domain=None, **more) -> dict:
@@ -59,6 +71,9 @@ LEGEND_PICK = {"name": "picked", "select": {"type": "point", "fields": ["checkpo
 FADE = {"condition": {"param": "picked", "value": 1}, "value": 0.15}
 # under the plot, so that the plot keeps the page's width however many checkpoints are named
 BOTTOM_LEGEND = {"orient": "bottom", "columns": 3, "symbolOpacity": 1, "labelLimit": 220}
+# a share's axis fitted to the points names no value outside [0, 1] (the padding can reach past them)
+SHARE_LABELS = {"labelExpr": "datum.value < 0 || datum.value > 1 ? '' : datum.label"}
+NON_NEGATIVE = "datum.value < 0 ? '' : datum.label"
 
 
 def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, banded=None) -> dict:
@@ -85,13 +100,14 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
                                  ("share", "quantitative"))}
     line = {"mark": "line", "params": [LEGEND_PICK], "encoding": lines}
     if not band:
-        return _spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[line])
+        return vega_spec({"curves": long}, "canvas", data={"name": "curves"}, encoding=shared, layer=[line])
     area = {"mark": {"type": "area", "opacity": 0.15},
             "encoding": {"y": {**share, "field": "lo"}, "y2": {"field": "hi"},
                          "detail": {"field": "metric", "type": "nominal"}}}
     if banded is not None:
         area["transform"] = [{"filter": {"field": "checkpoint", "oneOf": list(banded)}}]
-    return _spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[area, line])
+    return vega_spec({"curves": long}, "canvas", data={"name": "curves"}, encoding=shared,
+                     layer=[area, line])
 
 
 def with_intervals(curve: pd.DataFrame, examples: int, sensitive_examples: int) -> pd.DataFrame:
@@ -122,15 +138,15 @@ def cost_curves(curves: pd.DataFrame, metric: str) -> dict:
     y = _q(metric, COST_CURVES[metric], [0, 1] if metric == "rob_cs_tau" else None)
     if metric != "rob_cs_tau":
         y["scale"] = {"zero": True}
-    return _spec({"costs": curves[["checkpoint", "eps", metric]]}, data={"name": "costs"}, mark="line", encoding={
-        "x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"), "y": y,
-        "color": _checkpoint_color(_names(curves)),
-        "tooltip": _tooltip(("checkpoint", "nominal"), ("eps", "quantitative"), (metric, "quantitative"))})
+    return vega_spec({"costs": curves[["checkpoint", "eps", metric]]}, "canvas", data={"name": "costs"},
+                     mark="line", encoding={"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"), "y": y,
+                                            "color": _checkpoint_color(_names(curves)),
+                                            "tooltip": _tooltip(("checkpoint", "nominal"), ("eps", "quantitative"),
+                                                                (metric, "quantitative"))})
 
 
 # the trade-off's horizontal axes: title and whether lower is better
-TRADEOFF_AXES = {"rob_cs": ("certified cost-sensitive robustness Rob_cs(ε)", False),
-                 "expected_cost": ("certified expected cost at ε (lower is better)", True)}
+TRADEOFF_AXES = {"rob_cs": ("Rob_cs(ε)", False), "expected_cost": ("expected cost at ε (lower: better)", True)}
 
 
 def pareto_front(points: pd.DataFrame, x: str = "rob_cs") -> pd.DataFrame:
@@ -146,25 +162,27 @@ def pareto_front(points: pd.DataFrame, x: str = "rob_cs") -> pd.DataFrame:
 
 def tradeoff(summary: pd.DataFrame, x: str = "rob_cs") -> dict:
     """Acc against x (Rob_cs, or the certified expected cost: a key of TRADEOFF_AXES) per checkpoint with
-    the Pareto front (paper Fig. 1c), both axes fitted to the points. Each checkpoint is its own legend entry (colour) and its method
-    has its own symbol, so nearby points never overlap labels."""
+    the Pareto front (paper Fig. 1c), both axes fitted to the points. Each checkpoint is its own legend
+    entry (colour, under the plot as on the ε curves) and its method has its own symbol (beside it), so
+    nearby points never overlap labels."""
     title = TRADEOFF_AXES[x][0]
     points = summary[["checkpoint", "method", "acc", x]]
     fitted = {"scale": {"zero": False, "nice": True, "padding": 24}}  # fitted to the points, never [0, 1]
-    horizontal = _q(x, title, **fitted)
-    y = _q("acc", "overall accuracy Acc", **fitted)
+    horizontal = _q(x, title, **fitted, axis=SHARE_LABELS if x == "rob_cs" else {"labelExpr": NON_NEGATIVE})
+    y = _q("acc", "overall accuracy Acc", **fitted, axis=SHARE_LABELS)
     front = {"data": {"name": "front"}, "mark": {"type": "line", "color": "grey", "strokeDash": DOTTED},
              "encoding": {"x": horizontal, "y": y, "order": {"field": "acc", "type": "quantitative"}}}
     dots = {"data": {"name": "points"},
             "mark": {"type": "point", "size": 160, "filled": True, "stroke": "white", "strokeWidth": 1, "opacity": 1},
-            "encoding": {"x": horizontal, "y": y, "color": _checkpoint_color(_names(points)),
+            "encoding": {"x": horizontal, "y": y,
+                         "color": {**_checkpoint_color(_names(points)), "legend": BOTTOM_LEGEND},
                          "shape": {"field": "method", "type": "nominal", "title": "method",
                                    "scale": {"domain": list(SHAPES), "range": list(SHAPES.values())},
                                    "legend": {"symbolFillColor": "grey", "symbolStrokeColor": "grey",
                                               "symbolSize": 120}},
                          "tooltip": _tooltip(("checkpoint", "nominal"), ("method", "nominal"),
                                              (x, "quantitative"), ("acc", "quantitative"))}}
-    return _spec({"points": points, "front": pareto_front(points, x)}, layer=[front, dots])
+    return vega_spec({"points": points, "front": pareto_front(points, x)}, "canvas", layer=[front, dots])
 
 
 def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:
@@ -178,7 +196,7 @@ def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:
                 "encoding": {"x": x, "y": y}}
     dots = {"data": {"name": "points"}, "mark": {"type": "circle", "opacity": 0.6, "size": 30},
             "encoding": {"x": x, "y": y, "tooltip": _tooltip(("r1", "quantitative"), ("radius", "quantitative"))}}
-    return _spec({"points": points, "diagonal": pd.DataFrame({"r1": [0, top], "radius": [0, top]})},
+    return vega_spec({"points": points, "diagonal": pd.DataFrame({"r1": [0, top], "radius": [0, top]})}, "canvas",
                  title=title, layer=[diagonal, dots])
 
 
@@ -186,7 +204,7 @@ def per_class_bars(per_class: pd.DataFrame) -> dict:
     """Certified accuracy at ε per true class, grouped by checkpoint."""
     names = _names(per_class)
     classes = list(dict.fromkeys(per_class["name"]))
-    return _spec({"bars": per_class[["checkpoint", "name", "certified_acc"]]}, data={"name": "bars"}, mark="bar",
+    return vega_spec({"bars": per_class[["checkpoint", "name", "certified_acc"]]}, data={"name": "bars"}, mark="bar",
                  encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes,
                                  "axis": CLASS_AXIS},
                            "xOffset": {"field": "checkpoint", "type": "nominal", "sort": names},
@@ -216,7 +234,7 @@ def confusion_heatmap(matrix: np.ndarray, class_names, title: str) -> dict:
     text = {"mark": {"type": "text", "fontSize": 10},
             "encoding": {**axes, "text": {"field": "share", "type": "quantitative", "format": ".2f"},
                          "color": {"condition": {"test": "datum.share > 0.5", "value": "white"}, "value": "black"}}}
-    return _spec({"cells": cells}, data={"name": "cells"}, title=title, height=320, layer=[heat, text])
+    return vega_spec({"cells": cells}, data={"name": "cells"}, title=title, height=320, layer=[heat, text])
 
 
 def training_curves(steps: pd.DataFrame) -> dict:
@@ -224,7 +242,7 @@ def training_curves(steps: pd.DataFrame) -> dict:
     keys = [k for k in ("loss", "ce", "i2", "i3", "robust", "weighted_ce", "acc") if k in steps]
     frame = steps[keys].assign(epoch=steps.epoch + steps.step / steps.steps)
     long = frame.melt("epoch", keys, var_name="term", value_name="value")
-    return _spec({"steps": long}, data={"name": "steps"}, mark="line", encoding={
+    return vega_spec({"steps": long}, data={"name": "steps"}, mark="line", encoding={
         "x": _q("epoch", "epoch"), "y": _q("value", "batch mean"),
         "color": {"field": "term", "type": "nominal", "sort": keys},
         "tooltip": _tooltip(("term", "nominal"), ("epoch", "quantitative"), ("value", "quantitative"))})
@@ -244,10 +262,11 @@ def lower_bound_ecdf(bounds: pd.DataFrame) -> dict:
                           "color": _checkpoint_color(_names(bounds))}}
     half = {"data": {"name": "half"}, "mark": {"type": "rule", "color": "grey", "strokeDash": DOTTED},
             "encoding": {"x": {"field": "p_lower", "type": "quantitative"}}}
-    return _spec({"ecdf": ecdf, "half": pd.DataFrame({"p_lower": [0.5]})}, layer=[lines, half])
+    return vega_spec({"ecdf": ecdf, "half": pd.DataFrame({"p_lower": [0.5]})}, layer=[lines, half])
 
 
-VOTE_SAMPLES = ["counts0 (selection)", "counts (estimation)"]
+VOTE_SAMPLES = ["selection (n0)", "estimation (n)"]  # counts0 and counts: short, the figures are narrow
+UNDER = {"orient": "bottom", "direction": "vertical"}  # legends under the plot: the figures sit side by side
 
 
 def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
@@ -255,17 +274,18 @@ def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
     ("in Ω_y" or "not in Ω_y"). One example's votes per class, the selection sample (which picks the
     top class) beside the estimation sample (which bounds it); the costly classes outlined in red."""
     names = [str(c) for c in class_names]
-    return _spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
+    return vega_spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
                  mark={"type": "bar", "strokeWidth": 2}, encoding={
                      "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
                            "scale": {"domain": names}, "axis": {**CLASS_AXIS, "labelAngle": -90}},
                      "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
                      "y": _q("share", "share of the sample's votes", [0, 1]),
                      "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,
-                               "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]}},
+                               "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]},
+                               "legend": UNDER},
                      "stroke": {"field": "costly", "type": "nominal", "title": "class",
                                 "scale": {"domain": ["in Ω_y", "not in Ω_y"], "range": ["#d62728", "transparent"]},
-                                "legend": {"values": ["in Ω_y"]}},
+                                "legend": {**UNDER, "values": ["in Ω_y"]}},
                      "tooltip": [{"field": "class", "type": "nominal"}, {"field": "sample", "type": "nominal"},
                                  {"field": "votes", "type": "quantitative"},
                                  {"field": "share", "type": "quantitative", "format": ".3f"},

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from csrs_core.settings import DEFAULT_LAMBDA, TRAIN
-from csrs_core.dashboard.figures import FIXED, SCHEMA, SCHEME
+from csrs_core.dashboard.figures import SCHEME, vega_spec
 from csrs_core.training.loop import robustness_weight
 
 QUANTITIES = {"loss": "training loss (epoch mean)", "acc": "training accuracy (noisy inputs)",
@@ -70,13 +70,13 @@ def history_figure(frame: pd.DataFrame, quantity: str, names: list[str]) -> dict
     """The spec of one quantity's curves: a line with a point per epoch for each checkpoint of
     `names` (colours in that order); the spec depends only on the quantity and the names."""
     part = frame[frame.quantity == quantity][["checkpoint", "epoch", "value"]].reset_index(drop=True)
-    return {"$schema": SCHEMA, **FIXED, "datasets": {"history": part}, "data": {"name": "history"},
-            "title": QUANTITIES[quantity], "mark": {"type": "line", "point": True},
-            "encoding": {
-                "x": {"field": "epoch", "type": "quantitative", "title": "epoch", "axis": {"tickMinStep": 1}},
-                "y": {"field": "value", "type": "quantitative", "title": QUANTITIES[quantity],
-                      "scale": {"zero": False}},
-                "color": {"field": "checkpoint", "type": "nominal", "title": "checkpoint", "sort": names,
-                          "scale": {"domain": names, "scheme": SCHEME}},
-                "tooltip": [{"field": "checkpoint", "type": "nominal"}, {"field": "epoch", "type": "quantitative"},
-                            {"field": "value", "type": "quantitative", "format": ".4g"}]}}
+    return vega_spec({"history": part}, data={"name": "history"}, title=QUANTITIES[quantity], height=220,
+                     mark={"type": "line", "point": True}, encoding={
+                         "x": {"field": "epoch", "type": "quantitative", "title": "epoch", "axis": {"tickMinStep": 1}},
+                         "y": {"field": "value", "type": "quantitative", "title": QUANTITIES[quantity],
+                               "scale": {"zero": False}},
+                         "color": {"field": "checkpoint", "type": "nominal", "title": "checkpoint", "sort": names,
+                                   "scale": {"domain": names, "scheme": SCHEME}},
+                         "tooltip": [{"field": "checkpoint", "type": "nominal"},
+                                     {"field": "epoch", "type": "quantitative"},
+                                     {"field": "value", "type": "quantitative", "format": ".4g"}]})

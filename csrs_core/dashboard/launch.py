@@ -25,7 +25,11 @@ def streamlit_command(address: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()),
             "--server.address", address, "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true"]
+            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true",
+            # no reload on file changes, and no full garbage collection after every rerun: it holds the
+            # interpreter for a time that grows with what is loaded (torch, records) while the rerun's
+            # last messages wait to be sent
+            "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
 
 
 def launch(checkpoints: str | None, data: str | None, address: str = "127.0.0.1", port: int = 8501) -> int:

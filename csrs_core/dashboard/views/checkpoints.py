@@ -37,10 +37,8 @@ def show_histories(metas: dict[str, dict], case: str) -> None:
         st.caption("λ: none of these checkpoints was trained with a robustness term (gaussian and cohen-r "
                    "have none).")
     quantities = [q for q in QUANTITIES if (frame.quantity == q).any()]
-    columns = st.columns(2)
-    for i, quantity in enumerate(quantities):
-        with columns[i % 2]:
-            st.vega_lite_chart(spec=history_figure(frame, quantity, shown), key=f"history::{quantity}")
+    for quantity in quantities:  # one per row: beside each other at 1,000 px they left no room to plot
+        st.vega_lite_chart(spec=history_figure(frame, quantity, shown), key=f"history::{quantity}")
 
 
 def _numbers(text: str, what: str) -> list[float] | None:

@@ -186,7 +186,9 @@ def standard_table(tables: dict) -> None:
 
 @st.fragment
 def cost_dependent_views():
-    """The grid and every view that depends on the cost matrix or τ: a click reruns only this."""
+    """The grid and every view that depends on the cost matrix or τ: a click reruns only this. Everything
+    is computed before the first view is drawn, so that the rerun's elements reach the browser together
+    rather than spread over the computation (each batch that arrives re-renders the page)."""
     cost = cost_grid(case, current_cost(case, classes))
     weighted = not cost.is_binary  # for a 0/1 matrix the cost views would repeat Rob_cs (and cost a click time)
     tau = tau_slider(case, cost) if weighted else 0.0
@@ -195,6 +197,18 @@ def cost_dependent_views():
     points = np.r_[grid, eps] if weighted else np.array([eps])  # the curves' grid (shown when weighted), then ε
     costs = {name: certified_costs(records[name], cost, points) for name in picked}
     summary = metrics_table(tables, costs, tau)
+    curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
+                         else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
+    axis_key = f"tradeoff_x::{case}"
+    axis = st.session_state.get(axis_key, "rob_cs")
+    specs = {"fig_curves": figures.eps_curves(curves, show_overall, show_band, banded=[baseline, focus]),
+             "fig_tradeoff": figures.tradeoff(summary, axis),
+             "fig_r1r2": figures.r1_vs_r2(tables[focus], f"{focus}: sensitive examples")}
+    if weighted:
+        cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau)
+                                .assign(checkpoint=n) for n in picked])
+        specs.update(fig_cost=figures.cost_curves(cost_frame, "expected_cost"),
+                     fig_rob_tau=figures.cost_curves(cost_frame, "rob_cs_tau"))
     described = cost.describe()
     st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})")
     st.markdown(f"`{described}` reads: {cost.in_words()}.")
@@ -220,38 +234,27 @@ def cost_dependent_views():
     d2.download_button("Download LaTeX table", lambda: to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
                                                                 f"{mode} mode, α = {alpha}"),
                        "csrs-metrics.tex", "text/plain", on_click="ignore")
-    curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
-                         else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
     st.subheader("Certified cost-sensitive robustness vs ε")
     st.caption("Rob_cs (solid): share of the sensitive examples certified against every costly mistake; Rob_std "
                "(dashed): share of them certified correct at ε by the standard certificate"
                + ("; certified accuracy (dotted): share of all examples" if show_overall else "")
                + (f". Bands: 95 % intervals of {baseline} and {focus}" if show_band else "")
                + ". Click a legend entry to pick one checkpoint.")
-    st.vega_lite_chart(spec=figures.eps_curves(curves, show_overall, show_band, banded=[baseline, focus]),
-                       key="fig_curves")
-    if weighted:
-        cost_frame = pd.concat([cost_curve(costs[n][:-1], grid, tables[n]["sensitive"].to_numpy(), tau)
-                                .assign(checkpoint=n) for n in picked])
-        left, right = st.columns(2)
-        with left:
-            st.subheader("Certified expected cost vs ε")
-            st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "expected_cost"), key="fig_cost")
-        with right:
-            st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
-            st.vega_lite_chart(spec=figures.cost_curves(cost_frame, "rob_cs_tau"), key="fig_rob_tau")
+    st.vega_lite_chart(spec=specs["fig_curves"], key="fig_curves")
+    if weighted:  # each figure the page's width (side by side, their legends left no room to plot at 1,000 px)
+        st.subheader("Certified expected cost vs ε")
+        st.vega_lite_chart(spec=specs["fig_cost"], key="fig_cost")
+        st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
+        st.vega_lite_chart(spec=specs["fig_rob_tau"], key="fig_rob_tau")
     else:
         st.caption("The certified expected cost and Rob_cs(ε, τ) against ε (with a τ slider) appear once a cost "
                    "other than 0 or 1 is set: for a 0/1 matrix they repeat the Rob_cs curve above.")
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Accuracy / robustness trade-off")
-        axis = st.radio("Horizontal axis", ["rob_cs", "expected_cost"], horizontal=True, key=f"tradeoff_x::{case}",
-                        format_func={"rob_cs": "Rob_cs(ε)", "expected_cost": "expected cost"}.get)
-        st.vega_lite_chart(spec=figures.tradeoff(summary, axis), key="fig_tradeoff")
-    with right:
-        st.subheader("R1 vs the cost-sensitive radius")
-        st.vega_lite_chart(spec=figures.r1_vs_r2(tables[focus], f"{focus}: sensitive examples"), key="fig_r1r2")
+    st.subheader("Accuracy / robustness trade-off")
+    st.radio("Horizontal axis", list(figures.TRADEOFF_AXES), horizontal=True, key=axis_key,
+             format_func={"rob_cs": "Rob_cs(ε)", "expected_cost": "expected cost"}.get)
+    st.vega_lite_chart(spec=specs["fig_tradeoff"], key="fig_tradeoff")
+    st.subheader("R1 vs the cost-sensitive radius")
+    st.vega_lite_chart(spec=specs["fig_r1r2"], key="fig_r1r2")
 
 
 cost_tools(case, current_cost(case, classes))
@@ -261,29 +264,25 @@ st.caption("Cost matrix: rows are the true class, columns the predicted class; a
            if len(classes) <= GRID_LIMIT else "Cost matrix: rows are the true class, columns the predicted class.")
 cost_dependent_views()
 
-# the views below do not depend on the cost matrix, so a grid click leaves them alone
+# the views below do not depend on the cost matrix, so a grid click leaves them alone; every figure has
+# the page's width (side by side, their legends left no room to plot at 1,000 px)
 standard = {name: certificate_table(records[name], current_cost(case, classes), alpha, mode)
             for name in picked}  # their R1, top class and p_A bound do not depend on the matrix
 standard_table(standard)
-left, right = st.columns(2)
-with left:
-    st.subheader("Per-class certified accuracy")
-    pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in standard.items()])
-    st.vega_lite_chart(spec=figures.per_class_bars(pc), key="fig_perclass")
-with right:
-    st.subheader("Lower confidence bound of p_A")
-    bounds = pd.concat([pd.DataFrame({"checkpoint": n, "p_lower": t.p_a_lower}) for n, t in standard.items()])
-    st.vega_lite_chart(spec=figures.lower_bound_ecdf(bounds), key="fig_plower")
-left, _ = st.columns(2)
-with left:
-    conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
-    st.subheader("Smoothed classifier's confusion")
-    if len(classes) <= GRID_LIMIT:
-        st.vega_lite_chart(spec=figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
-    else:  # a heat map of m² cells says nothing at this size
-        st.caption(f"{focus}: the most frequent mistakes (true class → smoothed top class) of "
-                   f"{len(classes)} classes.")
-        st.dataframe(top_confusions(conf, classes), hide_index=True)
+st.subheader("Per-class certified accuracy")
+pc = pd.concat([per_class(t, eps, classes).assign(checkpoint=n) for n, t in standard.items()])
+st.vega_lite_chart(spec=figures.per_class_bars(pc), key="fig_perclass")
+st.subheader("Lower confidence bound of p_A")
+bounds = pd.concat([pd.DataFrame({"checkpoint": n, "p_lower": t.p_a_lower}) for n, t in standard.items()])
+st.vega_lite_chart(spec=figures.lower_bound_ecdf(bounds), key="fig_plower")
+conf = smoothed_confusion(records[focus].counts0, records[focus].labels, len(classes))
+st.subheader("Smoothed classifier's confusion")
+if len(classes) <= GRID_LIMIT:
+    st.vega_lite_chart(spec=figures.confusion_heatmap(conf, classes, focus), key="fig_conf")
+else:  # a heat map of m² cells says nothing at this size
+    st.caption(f"{focus}: the most frequent mistakes (true class → smoothed top class) of "
+               f"{len(classes)} classes.")
+    st.dataframe(top_confusions(conf, classes), hide_index=True)
 meta = records[focus].meta
 st.caption(f"{focus}: {meta['num_examples']} examples of {meta['dataset']} ({meta['split']}), n0 = {meta['n0']}, "
            f"n = {meta['n']}, σ = {meta['sigma']}, {meta['precision']} on {meta['device_type']}, seed {meta['seed']}, "
