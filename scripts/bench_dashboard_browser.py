@@ -60,11 +60,13 @@ def serve(checkpoints: Path, port: int, command=None) -> subprocess.Popen:
 
 
 FIGURES = "[data-testid=stVegaLiteChart]"
-# Vega repaints a canvas figure by clearing it first: every page of the run reports each clearRect on a
-# canvas to window.__painted (when the click is being timed), since a repaint changes no element
+# Vega paints a canvas figure by clearing it first: every page of the run notes each canvas painted and
+# reports each clearRect to window.__painted (when a click is being timed), since a repaint changes no element
 PAINTS = """(() => {
   const clear = CanvasRenderingContext2D.prototype.clearRect;
+  window.__paintedCanvases = new WeakSet();
   CanvasRenderingContext2D.prototype.clearRect = function (...args) {
+    window.__paintedCanvases.add(this.canvas);
     if (window.__painted) window.__painted(this.canvas);
     return clear.apply(this, args);
   };
@@ -154,8 +156,8 @@ def goto_until(page, url: str, condition: str) -> float:
 
 EXAMPLES_READY = ("() => Array.from(document.querySelectorAll('[data-testid=stImage] img'))"
                   ".filter(i => i.complete && i.naturalWidth > 0).length >= 8 + 1 + 4"   # gallery, image, noisy copies
-                  " && Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
-                  "c => c.querySelectorAll('svg [class*=\"mark-rect\"] path').length > 0).length >= 1")
+                  " && Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart] canvas')).filter("
+                  "c => window.__paintedCanvases.has(c)).length >= 1")
 
 
 def examples_open_times(url: str, opens: int) -> list[float]:

@@ -10,6 +10,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+
+from csrs_core.models.checkpoints import read_meta
 from dashboard_fixtures import build_case
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -64,10 +66,30 @@ def playwright():
         yield p
 
 
+# Figures draw on canvases: every page keeps, per canvas, each text drawn on it (Vega draws every label,
+# title and legend entry with fillText), once as it is and once marked " ↻" when drawn turned (the
+# slanted labels of a horizontal class axis) or " ↔" when drawn level (those of a vertical one)
+DRAWN_TEXTS = """(() => {
+  const drawn = new WeakMap();
+  window.__drawnTexts = (canvas) => Array.from(drawn.get(canvas) ?? []);
+  const fill = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, ...args) {
+    if (!drawn.has(this.canvas)) drawn.set(this.canvas, new Set());
+    const turned = Math.abs(this.getTransform().b) > 1e-6;
+    drawn.get(this.canvas).add(String(text)).add(`${text} ${turned ? "↻" : "↔"}`);
+    return fill.call(this, text, ...args);
+  };
+})();"""
+# the texts each figure's canvas drew
+FIGURE_TEXTS = ("() => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart] canvas'))"
+                ".map(c => window.__drawnTexts(c))")
+
+
 @pytest.fixture(scope="module")
 def page(server, playwright):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
     pg = browser.new_page(viewport={"width": 1600, "height": 1200})
+    pg.add_init_script(DRAWN_TEXTS)
     pg.set_default_timeout(60_000)
     yield pg
     browser.close()
@@ -239,8 +261,7 @@ def test_the_installed_dashboard_shows_the_demo_when_started_in_an_empty_folder(
 
 
 IMAGES = "() => document.querySelectorAll('[data-testid=stImage] img').length"
-BARS = ("() => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
-        "c => c.querySelectorAll('svg [class*=\"mark-rect\"] path').length > 0).length")
+HISTOGRAMS = f"() => ({FIGURE_TEXTS})().filter(t => t.includes(\"share of the sample's votes\")).length"
 
 
 def test_examples_gallery_shows_a_page_of_images(server, page):
@@ -260,17 +281,14 @@ def test_opening_one_of_the_examples_shows_its_vote_histograms(server, page):
         index = int(z["indices"][5])
     page.goto(f"{url}/examples?example={index}")
     page.get_by_text(f"Example {index}: true class").first.wait_for()
-    page.wait_for_function(f"() => ({BARS})() >= 2")     # one histogram per compared checkpoint
+    page.wait_for_function(f"() => ({HISTOGRAMS})() >= 2")     # one histogram per compared checkpoint
     text = page.locator("body").inner_text()
     assert "LCB(p_A) at α" in text and "outcome at ε" in text
     page.goto(f"{url}/examples?example=abc")
     page.get_by_text("not an example index").first.wait_for()
 
 
-AXIS_LABELS = ("(title) => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]')).filter("
-               "c => c.innerText.includes(title) || Array.from(c.querySelectorAll('text')).some("
-               "t => t.textContent === title)).map(c => Array.from(c.querySelectorAll('.role-axis-label text'))"
-               ".map(t => t.textContent))")
+
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +306,12 @@ def test_a_shipped_case_opens_on_its_question_with_every_class_named(shipped_ser
     page.goto(f"{shipped_server}/?case={case}")
     page.get_by_text(f"cost: {cost}").first.wait_for()
     page.wait_for_function(FIGURES_DRAWN)
-    confusion = page.evaluate(AXIS_LABELS, "true class")   # every chart with a 'true class' axis
-    assert confusion and all(len(labels) >= classes for labels in confusion), confusion
-    heat = [labels for labels in confusion if len(labels) == 2 * classes]  # the heat map: both axes
-    assert heat and len(set(heat[0])) == classes, confusion
+    names = read_meta(REPO / "checkpoints" / case / "cohen.pt")["classes"]
+    assert len(names) == classes
+    # every figure with a 'true class' axis names every class on it: the per-class bars on their
+    # slanted horizontal axis, the confusion matrix on both axes
+    page.wait_for_function(f"() => ({FIGURE_TEXTS})().filter(t => t.includes('true class')).length >= 2")
+    drawn = [set(texts) for texts in page.evaluate(FIGURE_TEXTS) if "true class" in texts]
+    assert len(drawn) == 2 and all({f"{n} ↻" for n in names} <= texts for texts in drawn), (names, drawn)
+    [heat] = [texts for texts in drawn if "predicted class (smoothed top class)" in texts]
+    assert {f"{n} ↔" for n in names} <= heat, (names, heat)

@@ -21,6 +21,7 @@ adjust them for multiple comparisons (e.g. Holm) before claiming any single one.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -37,14 +38,35 @@ def proportion_interval(successes, trials, level: float = 0.95):
     examples it says how far Acc or Rob_cs could move on another sample of the same size from the
     same distribution (it does not count the certificates' own failure probability α). NaN, NaN
     without trials. Whole numbers give (low, high) floats; arrays give (low, high) arrays."""
-    k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    k, n = np.broadcast_arrays(np.asarray(successes, dtype=float), np.asarray(trials, dtype=float))
+    one_n = n.flat[0] if n.size and np.all(n == n.flat[0]) else None
+    if one_n is not None and one_n == int(one_n) and 0 < one_n <= TABLE_TRIALS and np.all(k == np.rint(k)) \
+            and np.all((k >= 0) & (k <= one_n)):  # every interval of one n, read from a table made once
+        low, high = (side[k.astype(int)] for side in _interval_table(int(one_n), level))
+    else:
+        low, high = _clopper_pearson(k, n, level)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+TABLE_TRIALS = 20_000  # numbers of trials up to this read their intervals from a table made once per n
+
+
+def _clopper_pearson(k: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     tail = (1 - level) / 2
     with np.errstate(invalid="ignore"):
         low = np.where(k == 0, 0.0, beta.ppf(tail, np.maximum(k, 1), n - k + 1))
         high = np.where(k == n, 1.0, beta.ppf(1 - tail, k + 1, np.maximum(n - k, 1)))
-    low, high = np.where(n == 0, np.nan, low), np.where(n == 0, np.nan, high)
-    if low.ndim == 0:
-        return float(low), float(high)
+    return np.where(n == 0, np.nan, low), np.where(n == 0, np.nan, high)
+
+
+@lru_cache(maxsize=32)
+def _interval_table(trials: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """_clopper_pearson of every k = 0..trials of `trials` (read-only arrays)."""
+    k = np.arange(trials + 1, dtype=float)
+    low, high = _clopper_pearson(k, np.full(k.shape, float(trials)), level)
+    low.flags.writeable = high.flags.writeable = False
     return low, high
 
 
@@ -93,9 +115,15 @@ def mcnemar(a, b) -> McNemar:
     n10 = int((a & ~b).sum())
     if a.size == 0:
         return McNemar(float("nan"), float("nan"), 0, 0)
+    return McNemar((n01 - n10) / a.size, _exact_mcnemar_p(n01, n10), n01, n10)
+
+
+@lru_cache(maxsize=4096)
+def _exact_mcnemar_p(n01: int, n10: int) -> float:
+    """The exact two-sided McNemar p-value of n01 against n10 discordant pairs (1 without any)."""
     discordant = n01 + n10
     p = 1.0 if discordant == 0 else float(binomtest(n01, discordant, 0.5, alternative="two-sided").pvalue)
-    return McNemar((n01 - n10) / a.size, min(p, 1.0), n01, n10)
+    return min(p, 1.0)
 
 
 def paired_outcomes(table: pd.DataFrame, eps: float) -> dict:

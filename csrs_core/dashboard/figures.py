@@ -22,22 +22,19 @@ DOTTED = [2, 3]
 
 # Streamlit picks the canvas renderer for more than 2,000 points and drops per-mark ARIA attributes
 # for more than 5,000 rows unless a spec says otherwise: said in every spec, so it never depends on
-# size. The figures redrawn on every click of the cost grid (the ε and cost curves, the trade-off,
-# R1 vs the cost-sensitive radius) draw on a canvas, which Vega
-# repaints in place where SVG rebuilds its nodes (about a fifth of a click's time in the browser);
-# the others are SVG, their text part of the page.
-NO_ARIA = {"config": {"mark": {"aria": False}}}
-
-
+# size. Every figure draws on a canvas: an SVG figure's hundreds of elements are part of the page, and
+# every rerun restyles the page, so SVG figures cost every click time (a grid click: 0.23-0.25 s with
+# SVG figures, 0.16 s with canvas ones, docs/benchmarks.md); the numbers behind each figure are in the
+# tables and downloads.
+FIXED = {"usermeta": {"embedOptions": {"renderer": "canvas"}}, "config": {"mark": {"aria": False}}}
 # the page's width, and the plot's own height (Vega-Lite's 300 px unless a figure sets it) with its legends
 # and axes added: fitted to a fixed height instead (Streamlit's default), legends squash the plot
 FIT_WIDTH = {"autosize": {"type": "fit-x", "contains": "padding"}}
 
 
-def vega_spec(datasets: dict[str, pd.DataFrame], renderer: str = "svg", **parts) -> dict:
-    """A Vega-Lite spec whose data are the named `datasets`, drawn by `renderer` (svg or canvas)."""
-    return {"$schema": SCHEMA, "datasets": datasets, "usermeta": {"embedOptions": {"renderer": renderer}},
-            **NO_ARIA, **FIT_WIDTH, **parts}
+def vega_spec(datasets: dict[str, pd.DataFrame], **parts) -> dict:
+    """A Vega-Lite spec whose data are the named `datasets`, drawn on a canvas the page's width."""
+    return {"$schema": SCHEMA, "datasets": datasets, **FIXED, **FIT_WIDTH, **parts}
 
 
 def _q(field: str, title: str | None = None, domain=None, **more) -> dict:
@@ -100,13 +97,13 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
                                  ("share", "quantitative"))}
     line = {"mark": "line", "params": [LEGEND_PICK], "encoding": lines}
     if not band:
-        return vega_spec({"curves": long}, "canvas", data={"name": "curves"}, encoding=shared, layer=[line])
+        return vega_spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[line])
     area = {"mark": {"type": "area", "opacity": 0.15},
             "encoding": {"y": {**share, "field": "lo"}, "y2": {"field": "hi"},
                          "detail": {"field": "metric", "type": "nominal"}}}
     if banded is not None:
         area["transform"] = [{"filter": {"field": "checkpoint", "oneOf": list(banded)}}]
-    return vega_spec({"curves": long}, "canvas", data={"name": "curves"}, encoding=shared,
+    return vega_spec({"curves": long}, data={"name": "curves"}, encoding=shared,
                      layer=[area, line])
 
 
@@ -138,7 +135,7 @@ def cost_curves(curves: pd.DataFrame, metric: str) -> dict:
     y = _q(metric, COST_CURVES[metric], [0, 1] if metric == "rob_cs_tau" else None)
     if metric != "rob_cs_tau":
         y["scale"] = {"zero": True}
-    return vega_spec({"costs": curves[["checkpoint", "eps", metric]]}, "canvas", data={"name": "costs"},
+    return vega_spec({"costs": curves[["checkpoint", "eps", metric]]}, data={"name": "costs"},
                      mark="line", encoding={"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"), "y": y,
                                             "color": _checkpoint_color(_names(curves)),
                                             "tooltip": _tooltip(("checkpoint", "nominal"), ("eps", "quantitative"),
@@ -182,7 +179,7 @@ def tradeoff(summary: pd.DataFrame, x: str = "rob_cs") -> dict:
                                               "symbolSize": 120}},
                          "tooltip": _tooltip(("checkpoint", "nominal"), ("method", "nominal"),
                                              (x, "quantitative"), ("acc", "quantitative"))}}
-    return vega_spec({"points": points, "front": pareto_front(points, x)}, "canvas", layer=[front, dots])
+    return vega_spec({"points": points, "front": pareto_front(points, x)}, layer=[front, dots])
 
 
 def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:
@@ -196,8 +193,8 @@ def r1_vs_r2(table: pd.DataFrame, title: str) -> dict:
                 "encoding": {"x": x, "y": y}}
     dots = {"data": {"name": "points"}, "mark": {"type": "circle", "opacity": 0.6, "size": 30},
             "encoding": {"x": x, "y": y, "tooltip": _tooltip(("r1", "quantitative"), ("radius", "quantitative"))}}
-    return vega_spec({"points": points, "diagonal": pd.DataFrame({"r1": [0, top], "radius": [0, top]})}, "canvas",
-                 title=title, layer=[diagonal, dots])
+    return vega_spec({"points": points, "diagonal": pd.DataFrame({"r1": [0, top], "radius": [0, top]})},
+                      title=title, layer=[diagonal, dots])
 
 
 def per_class_bars(per_class: pd.DataFrame) -> dict:
@@ -205,13 +202,13 @@ def per_class_bars(per_class: pd.DataFrame) -> dict:
     names = _names(per_class)
     classes = list(dict.fromkeys(per_class["name"]))
     return vega_spec({"bars": per_class[["checkpoint", "name", "certified_acc"]]}, data={"name": "bars"}, mark="bar",
-                 encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes,
-                                 "axis": CLASS_AXIS},
-                           "xOffset": {"field": "checkpoint", "type": "nominal", "sort": names},
-                           "y": _q("certified_acc", "certified accuracy at ε", [0, 1]),
-                           "color": _checkpoint_color(names),
-                           "tooltip": _tooltip(("checkpoint", "nominal"), ("name", "nominal"),
-                                               ("certified_acc", "quantitative"))})
+                      encoding={"x": {"field": "name", "type": "nominal", "title": "true class", "sort": classes,
+                                      "axis": CLASS_AXIS},
+                                "xOffset": {"field": "checkpoint", "type": "nominal", "sort": names},
+                                "y": _q("certified_acc", "certified accuracy at ε", [0, 1]),
+                                "color": _checkpoint_color(names),
+                                "tooltip": _tooltip(("checkpoint", "nominal"), ("name", "nominal"),
+                                                    ("certified_acc", "quantitative"))})
 
 
 def confusion_heatmap(matrix: np.ndarray, class_names, title: str) -> dict:
@@ -275,18 +272,19 @@ def vote_histogram(votes: pd.DataFrame, class_names) -> dict:
     top class) beside the estimation sample (which bounds it); the costly classes outlined in red."""
     names = [str(c) for c in class_names]
     return vega_spec({"votes": votes[["class", "sample", "votes", "share", "costly"]]}, data={"name": "votes"},
-                 mark={"type": "bar", "strokeWidth": 2}, encoding={
-                     "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
-                           "scale": {"domain": names}, "axis": {**CLASS_AXIS, "labelAngle": -90}},
-                     "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
-                     "y": _q("share", "share of the sample's votes", [0, 1]),
-                     "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,
-                               "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]},
-                               "legend": UNDER},
-                     "stroke": {"field": "costly", "type": "nominal", "title": "class",
-                                "scale": {"domain": ["in Ω_y", "not in Ω_y"], "range": ["#d62728", "transparent"]},
-                                "legend": {**UNDER, "values": ["in Ω_y"]}},
-                     "tooltip": [{"field": "class", "type": "nominal"}, {"field": "sample", "type": "nominal"},
-                                 {"field": "votes", "type": "quantitative"},
-                                 {"field": "share", "type": "quantitative", "format": ".3f"},
-                                 {"field": "costly", "type": "nominal"}]})
+                      mark={"type": "bar", "strokeWidth": 2}, encoding={
+                          "x": {"field": "class", "type": "nominal", "title": "class", "sort": names,
+                                "scale": {"domain": names}, "axis": {**CLASS_AXIS, "labelAngle": -90}},
+                          "xOffset": {"field": "sample", "type": "nominal", "sort": VOTE_SAMPLES},
+                          "y": _q("share", "share of the sample's votes", [0, 1]),
+                          "color": {"field": "sample", "type": "nominal", "title": "sample", "sort": VOTE_SAMPLES,
+                                    "scale": {"domain": VOTE_SAMPLES, "range": ["#9ecae9", "#4c78a8"]},
+                                    "legend": UNDER},
+                          "stroke": {"field": "costly", "type": "nominal", "title": "class",
+                                     "scale": {"domain": ["in Ω_y", "not in Ω_y"],
+                                               "range": ["#d62728", "transparent"]},
+                                     "legend": {**UNDER, "values": ["in Ω_y"]}},
+                          "tooltip": [{"field": "class", "type": "nominal"}, {"field": "sample", "type": "nominal"},
+                                      {"field": "votes", "type": "quantitative"},
+                                      {"field": "share", "type": "quantitative", "format": ".3f"},
+                                      {"field": "costly", "type": "nominal"}]})
