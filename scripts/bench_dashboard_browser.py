@@ -7,8 +7,11 @@ same run (a button that reruns a one-line script), since machines differ 2x and 
    Goal: median <= 0.25 s.
 2. Examples page open: from navigation start until the gallery shows >= 8 decoded thumbnails and the
    opened example's vote histograms are drawn. Goal: median < 2 s.
+With --against DIR, another checkout's dashboard (an earlier commit: `git worktree add DIR COMMIT`) is
+served too and clicked in turn with this one, so that a change is measured against what it changes in
+one run.
 Usage: python scripts/bench_dashboard_browser.py [--clicks 16] [--opens 5] [--case cifar10|ham10000]
-       [--checkpoints checkpoints]"""
+       [--checkpoints checkpoints] [--against DIR]"""
 import argparse
 import os
 import shutil
@@ -45,8 +48,10 @@ st.write(f"clicked {st.session_state.n} times")
 """
 
 
-def serve(checkpoints: Path, port: int, command=None) -> subprocess.Popen:
+def serve(checkpoints: Path, port: int, command=None, code: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, CSRS_CHECKPOINTS=str(checkpoints.resolve()))
+    if code is not None:  # the dashboard of another checkout
+        env["PYTHONPATH"] = str(code.resolve())
     proc = subprocess.Popen(command or streamlit_command("127.0.0.1", port), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -171,26 +176,43 @@ def examples_open_times(url: str, opens: int) -> list[float]:
     return times
 
 
-def click_times(url: str, clicks: int, cells, figures: int) -> list[tuple[float, int]]:
-    """Per click: (seconds from the click, as the page sees it, to the last frame in which a figure
-    changed; how many figures changed). Clicks that change no figure are left out."""
-    times = []
+def click_times(urls: list[str], clicks: int, cells, figures: int) -> list[list[tuple[float, int]]]:
+    """Per page of `urls` (one browser, one tab each; with several, the same click goes to each in turn,
+    the order alternating, so that they share the machine's state) and per click: (seconds from the
+    click, as the page sees it, to the last frame in which a figure changed; how many figures changed).
+    Clicks that change no figure are left out."""
+    times = [[] for _ in urls]
     with sync_playwright() as p:
-        browser, page = new_page(p)
-        page.goto(url)
-        page.wait_for_function(f"() => document.querySelectorAll('{FIGURES} :is(svg, canvas)').length >= {figures}")
-        page.wait_for_timeout(1500)
+        browsers, pages = zip(*[new_page(p) for _ in urls])  # a browser each: no page waits in a background tab
+        for page, url in zip(pages, urls):
+            page.goto(url)
+            page.wait_for_function(f"() => document.querySelectorAll('{FIGURES} :is(svg, canvas)').length >= "
+                                   f"{figures}")
+            page.wait_for_timeout(1500)
         for i in range(clicks):
-            box = page.get_by_role("checkbox", name=cells[i % len(cells)])
-            box.scroll_into_view_if_needed()
-            page.evaluate(ARM, QUIET)
-            box.click(force=True)
-            page.wait_for_function("() => window.__changed !== null")
-            updated, changed = page.evaluate("() => [(window.__updated - window.__clicked) / 1000, window.__changed]")
-            if changed:
-                times.append((updated, changed))
-        browser.close()
+            order = list(range(len(urls)))
+            for k in (order if i % 2 == 0 else order[::-1]):
+                page = pages[k]
+                box = page.get_by_role("checkbox", name=cells[i % len(cells)])
+                box.scroll_into_view_if_needed()
+                page.evaluate(ARM, QUIET)
+                box.click(force=True)
+                page.wait_for_function("() => window.__changed !== null")
+                updated, changed = page.evaluate("() => [(window.__updated - window.__clicked) / 1000, "
+                                                 "window.__changed]")
+                if changed:
+                    times[k].append((updated, changed))
+        for browser in browsers:
+            browser.close()
     return times
+
+
+def other_checkout(folder: Path, port: int) -> list[str]:
+    """The same `streamlit run` command for the dashboard of another checkout of CSRS (its code, these
+    checkpoints), run with PYTHONPATH set to it."""
+    command = streamlit_command("127.0.0.1", port)
+    command[command.index("run") + 1] = str(folder.resolve() / "csrs_core" / "dashboard" / "app.py")
+    return command
 
 
 def main():
@@ -203,26 +225,34 @@ def main():
     ap.add_argument("--cost", default=None, help="the matrix the page starts with, in the --cost grammar (e.g. "
                     "'seedwise:3=2' for a real-valued one; clicks then toggle cells of cost 1 next to those of cost 2)")
     ap.add_argument("--figures-weighted", type=int, default=8, help="figures the page shows with a real-valued matrix")
+    ap.add_argument("--against", type=Path, default=None, help="another checkout of CSRS (e.g. `git worktree add "
+                    "/tmp/before HEAD~1`): its dashboard on the same checkpoints is clicked too, click for click "
+                    "alternating with this one's, and both medians are printed")
     a = ap.parse_args()
     trivial_clicks, trivial_loads = trivial_times(a.clicks, max(a.opens, 1))
     port = free_port()
     proc = serve(Path(a.checkpoints), port)
+    other_port = free_port()
+    other = serve(Path(a.checkpoints), other_port, other_checkout(a.against, other_port), a.against) if a.against \
+        else None
     try:
         # CIFAR-10: 16 different cells, so each click makes a matrix not seen before (nothing cached);
         # HAM10000's 2 x 2 grid has only two cells to click
         cells = ([f"{t} → {p}" for t in ("cat", "dog", "bird", "deer")
                   for p in ("airplane", "automobile", "frog", "horse")]
                  if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
-        start = f"http://127.0.0.1:{port}/?case={a.case}" + (f"&cost={urllib.parse.quote(a.cost)}" if a.cost else "")
+        query = f"/?case={a.case}" + (f"&cost={urllib.parse.quote(a.cost)}" if a.cost else "")
         weighted = a.cost is not None and "=" in a.cost
-        results = click_times(start, a.clicks, cells, a.figures_weighted if weighted else a.figures)
+        urls = [f"http://127.0.0.1:{port}{query}"] + ([f"http://127.0.0.1:{other_port}{query}"] if other else [])
+        results, *others = click_times(urls, a.clicks, cells, a.figures_weighted if weighted else a.figures)
         with np.load(Path(a.checkpoints) / a.case / "test-sample.npz") as z:
             first = int(z["indices"][0])
         examples = f"http://127.0.0.1:{port}/examples?case={a.case}&example={first}"
         opens = examples_open_times(examples, a.opens) if a.opens else []
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for server in (proc, other) if other else (proc,):
+            server.terminate()
+            server.wait(10)
     if len(results) < a.clicks:
         print(f"{a.clicks - len(results)} of {a.clicks} clicks changed no figure and are left out")
     if not results:
@@ -234,6 +264,11 @@ def main():
           f"median {statistics.median(times):.3f} s ({statistics.median(times) / ref_click:.1f}x the trivial click), "
           f"max {max(times):.3f} s   (goal: median <= 0.25 s)")
     print("all (seconds/figures changed):", " ".join(f"{t:.3f}/{n}" for t, n in results))
+    for before in others:
+        other_times = [t for t, _ in before] or [float("nan")]
+        print(f"{a.against}, the same clicks alternating with these: median {statistics.median(other_times):.3f} s "
+              f"({statistics.median(other_times) / ref_click:.1f}x the trivial click); this checkout's median is "
+              f"{statistics.median(times) / statistics.median(other_times):.2f}x it")
     if opens:
         print(f"Examples page open (>= 8 thumbnails, the opened example and its votes): median "
               f"{statistics.median(opens):.3f} s ({statistics.median(opens) / ref_load:.1f}x the trivial page load), "

@@ -95,8 +95,10 @@ def test_bands_only_for_the_named_checkpoints_and_every_class_named_on_class_axe
                            "certified_acc": [0.5] * 3, **{f"{m}_{s}": [0.4] * 3 for m in ("rob_cs", "rob_std",
                                                                                          "certified_acc")
                                                          for s in ("lo", "hi")}})
-    spec = _spec(figures.eps_curves(curves, False, band=True, banded=["a", "c"]))
-    assert spec["layer"][0]["transform"] == [{"filter": {"field": "checkpoint", "oneOf": ["a", "c"]}}]
+    spec = figures.eps_curves(curves, False, band=True, banded=["a", "c"])
+    assert spec["layer"][0]["data"] == {"name": "bands"}
+    assert set(spec["datasets"]["bands"].checkpoint) == {"a", "c"} and set(spec["datasets"]["curves"].checkpoint) == {
+        "a", "b", "c"}
     names = [f"a long class name {i}" for i in range(10)]
     heat = _spec(figures.confusion_heatmap(np.eye(10, dtype=int), names, "t"))
     per_class = pd.DataFrame({"checkpoint": "a", "name": names, "certified_acc": 0.5})

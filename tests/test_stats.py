@@ -58,6 +58,17 @@ def test_exact_mcnemar_equals_the_hand_computation(n01, n10):
     assert mcnemar(b, a).p_value == pytest.approx(r.p_value) and mcnemar(b, a).diff == pytest.approx(-r.diff)
 
 
+def test_exact_mcnemar_equals_scipys_two_sided_binomial_test():
+    """The closed form p = min(1, 2·P(X ≤ min)) against scipy.stats.binomtest's own two-sided p-value,
+    every split of up to 120 discordant pairs and a few large ones."""
+    from scipy.stats import binomtest
+    splits = [(k, d - k) for d in range(1, 121) for k in range(d + 1)] + [(480, 520), (4000, 4301), (0, 900)]
+    for n01, n10 in splits:
+        a, b = pairs(0, n10, n01, 0)
+        expected = binomtest(n01, n01 + n10, 0.5, alternative="two-sided").pvalue
+        assert mcnemar(a, b).p_value == pytest.approx(expected, rel=1e-9, abs=1e-300), (n01, n10)
+
+
 def test_mcnemar_known_values_and_edges():
     a, b = pairs(10, 0, 14, 76)
     assert mcnemar(a, b).p_value == pytest.approx(2 / 2 ** 14)          # 1.22e-4

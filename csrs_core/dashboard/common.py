@@ -247,7 +247,8 @@ def set_cost(case: str, cost: CostMatrix) -> None:
     """Make `cost` current (session and URL, as its describe() text, which parse_cost reads back
     exactly: 'overall' for every mistake of a 1,000-class matrix); the grid shows it at its next render."""
     st.session_state[f"cost::{case}"] = cost
-    st.query_params["case"] = case
+    if st.query_params.get("case") != case:  # each change of the URL is a message to the browser
+        st.query_params["case"] = case
     st.query_params["cost"] = cost.describe()
 
 

@@ -81,10 +81,13 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
     entry fades every other checkpoint's lines."""
     columns = {c: label for c, label in CURVE_METRICS.items() if show_overall or c != "certified_acc"}
     metrics = list(columns.values())
-    long = pd.concat([pd.DataFrame({"checkpoint": curves["checkpoint"], "eps": curves["eps"], "metric": label,
-                                    "share": curves[c],
-                                    **({"lo": curves[f"{c}_lo"], "hi": curves[f"{c}_hi"]} if band else {})})
-                      for c, label in columns.items()], ignore_index=True)
+
+    def stacked(suffix: str = "") -> np.ndarray:
+        return np.concatenate([curves[c + suffix].to_numpy(dtype=float) for c in columns])
+
+    long = pd.DataFrame({"checkpoint": np.tile(curves["checkpoint"].to_numpy(dtype=str), len(columns)),
+                         "eps": np.tile(curves["eps"].to_numpy(dtype=float), len(columns)),
+                         "metric": np.repeat(metrics, len(curves)), "share": stacked()})
     share = _q("share", "share certified", [0, 1])
     shared = {"x": _q("eps", "ℓ2 perturbation size ε (pixel scale [0, 1])"),
               "color": {**_checkpoint_color(_names(curves)), "legend": BOTTOM_LEGEND}}
@@ -98,12 +101,14 @@ def eps_curves(curves: pd.DataFrame, show_overall: bool, band: bool = False, ban
     line = {"mark": "line", "params": [LEGEND_PICK], "encoding": lines}
     if not band:
         return vega_spec({"curves": long}, data={"name": "curves"}, encoding=shared, layer=[line])
-    area = {"mark": {"type": "area", "opacity": 0.15},
+    # the bands' own rows (only the banded checkpoints'), so the browser filters nothing on a click
+    bands = long.assign(lo=stacked("_lo"), hi=stacked("_hi"))
+    if banded is not None:
+        bands = bands[bands["checkpoint"].isin(list(banded))].reset_index(drop=True)
+    area = {"data": {"name": "bands"}, "mark": {"type": "area", "opacity": 0.15},
             "encoding": {"y": {**share, "field": "lo"}, "y2": {"field": "hi"},
                          "detail": {"field": "metric", "type": "nominal"}}}
-    if banded is not None:
-        area["transform"] = [{"filter": {"field": "checkpoint", "oneOf": list(banded)}}]
-    return vega_spec({"curves": long}, data={"name": "curves"}, encoding=shared,
+    return vega_spec({"curves": long, "bands": bands}, data={"name": "curves"}, encoding=shared,
                      layer=[area, line])
 
 

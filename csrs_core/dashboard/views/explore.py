@@ -22,7 +22,7 @@ from csrs_core.dashboard import figures
 from csrs_core.dashboard.common import (case_listing, certificate_table, checkpoints_in_case, current_cost,
                                         first_value, load_cached_record, require_access, select_readable_case,
                                         show_question)
-from csrs_core.dashboard.glossary import first_visit_guide
+from csrs_core.dashboard.glossary import GLOSSARY, first_visit_guide
 from csrs_core.dashboard.cost_editor import GRID_LIMIT, cost_grid, cost_tools, tau_slider
 
 require_access()  # first, also when this view is reached some other way than app.py
@@ -157,6 +157,38 @@ def top_confusions(conf: np.ndarray, names: list[str], k: int = 20) -> pd.DataFr
                          "examples": conf[j, c], "share of the class": conf[j, c] / conf[j].sum(axis=1)})
 
 
+def metric_columns(baseline: str, tau: float) -> dict:
+    """The metrics table's number formats and, as each column's tooltip, what it means (the glossary's
+    words where it has them)."""
+    def interval(end: str, metric: str) -> str:
+        return f"The {end} end of the exact 95 % interval of {metric} over the test examples."
+
+    meaning = {"acc": GLOSSARY["Acc"], "rob_cs": GLOSSARY["Rob_cs(ε)"], "rob_std": GLOSSARY["Rob_std(ε)"],
+               "rob_non": GLOSSARY["Rob_non(ε)"],
+               "balanced_acc": "The mean over the classes of each class's accuracy.",
+               "examples": "Test examples certified.", "sensitive_examples": GLOSSARY["sensitive example"],
+               "acc_lo": interval("lower", "Acc"), "acc_hi": interval("upper", "Acc"),
+               "rob_cs_lo": interval("lower", "Rob_cs"), "rob_cs_hi": interval("upper", "Rob_cs"),
+               "expected_cost": GLOSSARY["certified expected cost"],
+               "rob_cs_tau": GLOSSARY["Rob_cs(ε, τ)"] + f" Here τ = {tau:g}.",
+               SAMPLES: "Mean Monte Carlo samples per example that sequential certification used.",
+               "d_acc": f"Acc minus the baseline's ({baseline}) on the same examples.",
+               "d_rob_cs": f"Rob_cs minus the baseline's ({baseline}) on the same examples.",
+               "p_acc": "Exact McNemar p-value of d_acc (two-sided).",
+               "p_rob_cs": "Exact McNemar p-value of d_rob_cs (two-sided).",
+               "p_acc_holm": "p_acc Holm-adjusted over the comparisons with the baseline.",
+               "p_rob_cs_holm": "p_rob_cs Holm-adjusted over the comparisons with the baseline."}
+    p_values = {"p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm"}
+    counts = {"examples", "sensitive_examples", SAMPLES}
+    return {c: st.column_config.NumberColumn(format="%.2g" if c in p_values else "%.0f" if c in counts else "%.3f",
+                                             help=text) for c, text in meaning.items()}
+
+
+def note(text: str) -> str:
+    """`text` as Markdown in a caption's style (small, grey), for a caption that shares an element."""
+    return f":gray[:small[{text}]]"
+
+
 STANDARD_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -197,8 +229,9 @@ def cost_dependent_views():
     points = np.r_[grid, eps] if weighted else np.array([eps])  # the curves' grid (shown when weighted), then ε
     costs = {name: certified_costs(records[name], cost, points) for name in picked}
     summary = metrics_table(tables, costs, tau)
-    curves = pd.concat([(figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
-                         else eps_curve(t, grid)).assign(checkpoint=n) for n, t in tables.items()])
+    curves = pd.concat([figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
+                        else eps_curve(t, grid) for t in tables.values()], ignore_index=True)
+    curves["checkpoint"] = np.repeat(list(tables), len(grid))  # one string column, not one per checkpoint
     axis_key = f"tradeoff_x::{case}"
     axis = st.session_state.get(axis_key, "rob_cs")
     specs = {"fig_curves": figures.eps_curves(curves, show_overall, show_band, banded=[baseline, focus]),
@@ -210,50 +243,43 @@ def cost_dependent_views():
         specs.update(fig_cost=figures.cost_curves(cost_frame, "expected_cost"),
                      fig_rob_tau=figures.cost_curves(cost_frame, "rob_cs_tau"))
     described = cost.describe()
-    st.subheader(f"Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})")
-    st.markdown(f"`{described}` reads: {cost.in_words()}.")
-    st.caption(f"Each certificate holds with probability ≥ {confidence}. `d_*` and `p_*`: difference from the "
-               f"baseline ({baseline}) and the exact McNemar p-value on the same examples; `p_*_holm`: Holm-adjusted "
-               f"over the comparisons with the baseline; `*_lo`, `*_hi`: exact 95 % intervals over the test examples; "
-               f"`expected_cost`: mean certified worst-case cost at ε (lower is better); `rob_cs_tau`: share of "
-               f"sensitive examples whose certified cost at ε is ≤ τ = {tau:g}.")
-    notice = st.empty()  # always one element here, so a warning never shifts (and remounts) the charts below
-    if summary.sensitive_examples.max() == 0:
-        notice.warning("No test example is sensitive under this cost matrix: Rob_cs and Rob_std are undefined.")
-    number = st.column_config.NumberColumn(format="%.3f")
-    st.dataframe(summary, hide_index=True, key="summary_table",
-                 column_config={**{c: number for c in ("acc", "balanced_acc", "rob_cs", "rob_std", "rob_non",
-                                                       "d_acc", "d_rob_cs", "acc_lo", "acc_hi", "rob_cs_lo",
-                                                       "rob_cs_hi", "expected_cost", "rob_cs_tau")},
-                                **{c: st.column_config.NumberColumn(format="%.2g")
-                                   for c in ("p_acc", "p_rob_cs", "p_acc_holm", "p_rob_cs_holm")}})
-    d1, d2 = st.columns(2)
-    # the files are made when a button is clicked, never on a grid click
-    d1.download_button("Download CSV", lambda: summary.to_csv(index=False), "csrs-metrics.csv", "text/csv",
-                       on_click="ignore")
-    d2.download_button("Download LaTeX table", lambda: to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
-                                                                f"{mode} mode, α = {alpha}"),
-                       "csrs-metrics.tex", "text/plain", on_click="ignore")
-    st.subheader("Certified cost-sensitive robustness vs ε")
-    st.caption("Rob_cs (solid): share of the sensitive examples certified against every costly mistake; Rob_std "
-               "(dashed): share of them certified correct at ε by the standard certificate"
-               + ("; certified accuracy (dotted): share of all examples" if show_overall else "")
-               + (f". Bands: 95 % intervals of {baseline} and {focus}" if show_band else "")
-               + ". Click a legend entry to pick one checkpoint.")
+    # each element below is a message the browser renders on every click: a heading and its explanation
+    # are one Markdown element, and a warning is a line of it (the charts below never move or remount)
+    no_sensitive = summary.sensitive_examples.max() == 0
+    st.markdown(f"### Metrics at ε = {eps} ({mode} mode, α = {alpha}, cost: {described})\n\n"
+                f"`{described}` reads: {cost.in_words()}.\n\n"
+                + (":orange[**No test example is sensitive under this cost matrix: Rob_cs and Rob_std are "
+                   "undefined.**]\n\n" if no_sensitive else "")
+                + note(f"Each certificate holds with probability ≥ {confidence}. `d_*` and `p_*` compare each "
+                       f"checkpoint with the baseline ({baseline}) on the same examples. Point at a column's name "
+                       f"for what it means."))
+    st.dataframe(summary, hide_index=True, key="summary_table", column_config=metric_columns(baseline, tau))
+    with st.container(horizontal=True):  # the files are made when a button is clicked, never on a grid click
+        st.download_button("Download CSV", lambda: summary.to_csv(index=False), "csrs-metrics.csv", "text/csv",
+                           on_click="ignore")
+        st.download_button("Download LaTeX table", lambda: to_latex(summary, f"{case}: cost {described}, ε = {eps}, "
+                                                                    f"{mode} mode, α = {alpha}"),
+                           "csrs-metrics.tex", "text/plain", on_click="ignore")
+    st.markdown("### Certified cost-sensitive robustness vs ε\n\n"
+                + note("Rob_cs (solid): share of the sensitive examples certified against every costly mistake; "
+                       "Rob_std (dashed): share of them certified correct at ε by the standard certificate"
+                       + ("; certified accuracy (dotted): share of all examples" if show_overall else "")
+                       + (f". Bands: 95 % intervals of {baseline} and {focus}" if show_band else "")
+                       + ". Click a legend entry to pick one checkpoint."
+                       + ("" if weighted else " The certified expected cost and Rob_cs(ε, τ) against ε (with a τ "
+                          "slider) appear once a cost other than 0 or 1 is set: for a 0/1 matrix they repeat the "
+                          "Rob_cs curve.")))
     st.vega_lite_chart(spec=specs["fig_curves"], key="fig_curves")
     if weighted:  # each figure the page's width (side by side, their legends left no room to plot at 1,000 px)
-        st.subheader("Certified expected cost vs ε")
+        st.markdown("### Certified expected cost vs ε")
         st.vega_lite_chart(spec=specs["fig_cost"], key="fig_cost")
-        st.subheader(f"Rob_cs(ε, τ) vs ε at τ = {tau:g}")
+        st.markdown(f"### Rob_cs(ε, τ) vs ε at τ = {tau:g}")
         st.vega_lite_chart(spec=specs["fig_rob_tau"], key="fig_rob_tau")
-    else:
-        st.caption("The certified expected cost and Rob_cs(ε, τ) against ε (with a τ slider) appear once a cost "
-                   "other than 0 or 1 is set: for a 0/1 matrix they repeat the Rob_cs curve above.")
-    st.subheader("Accuracy / robustness trade-off")
+    st.markdown("### Accuracy / robustness trade-off")
     st.radio("Horizontal axis", list(figures.TRADEOFF_AXES), horizontal=True, key=axis_key,
              format_func={"rob_cs": "Rob_cs(ε)", "expected_cost": "expected cost"}.get)
     st.vega_lite_chart(spec=specs["fig_tradeoff"], key="fig_tradeoff")
-    st.subheader("R1 vs the cost-sensitive radius")
+    st.markdown("### R1 vs the cost-sensitive radius")
     st.vega_lite_chart(spec=specs["fig_r1r2"], key="fig_r1r2")
 
 
