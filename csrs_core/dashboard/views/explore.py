@@ -229,12 +229,14 @@ def cost_dependent_views():
     points = np.r_[grid, eps] if weighted else np.array([eps])  # the curves' grid (shown when weighted), then ε
     costs = {name: certified_costs(records[name], cost, points) for name in picked}
     summary = metrics_table(tables, costs, tau)
-    curves = pd.concat([figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum())) if show_band
-                        else eps_curve(t, grid) for t in tables.values()], ignore_index=True)
+    banded = [baseline, focus]  # the only checkpoints whose curves get a band: no interval computed for the rest
+    curves = pd.concat([figures.with_intervals(eps_curve(t, grid), len(t), int(t["sensitive"].sum()))
+                        if show_band and n in banded else eps_curve(t, grid) for n, t in tables.items()],
+                       ignore_index=True)
     curves["checkpoint"] = np.repeat(list(tables), len(grid))  # one string column, not one per checkpoint
     axis_key = f"tradeoff_x::{case}"
     axis = st.session_state.get(axis_key, "rob_cs")
-    specs = {"fig_curves": figures.eps_curves(curves, show_overall, show_band, banded=[baseline, focus]),
+    specs = {"fig_curves": figures.eps_curves(curves, show_overall, show_band, banded=banded),
              "fig_tradeoff": figures.tradeoff(summary, axis),
              "fig_r1r2": figures.r1_vs_r2(tables[focus], f"{focus}: sensitive examples")}
     if weighted:
