@@ -48,9 +48,21 @@ def _backdate_cancel(root, job_id) -> None:
     os.utime(jobs.jobs_dir(root) / job_id / "cancelled", (past, past))
 
 
+def _ignores_sigterm(pid: int) -> bool:
+    """Whether the process `pid` has SIGTERM in its ignored set (Linux's /proc/PID/status SigIgn mask)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(line for line in status if line.startswith("SigIgn:")).split()[1]
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 @pytest.fixture
 def stubborn():
+    """A process that ignores SIGTERM, handed over only once the shell has set its trap and exec'd sleep."""
     proc = subprocess.Popen(STUBBORN)
+    deadline = time.time() + 10
+    while not (_ignores_sigterm(proc.pid) and psutil.Process(proc.pid).name() == "sleep"):
+        assert time.time() < deadline, "the stubborn process did not start ignoring SIGTERM within 10 s"
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
