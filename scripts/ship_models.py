@@ -72,7 +72,7 @@ def train(work: Path, case: dict, name: str, *args, arch=None) -> Path:
     subprocess.run([sys.executable, "-m", "csrs_core", "train", "--dataset", case["dataset"], "--arch",
                     arch or case["arch"], "--sigma", case["sigma"], "--precision", "bf16", "--quiet",
                     *(["--image-size", case["image_size"]] if case.get("image_size") else []),
-                    "--data-root", DATA_ROOT, "--out", str(out), *args], check=True)
+                    "--data-root", DATA_ROOT, "--out", str(out), *args], check=True, cwd=REPO)
     return out.with_name(out.name + ".pt")  # keeps dotted names whole (lam0.5)
 
 
