@@ -30,6 +30,9 @@ def settle(page) -> None:
     page.wait_for_selector("[data-testid=stMain] h1", timeout=120_000)  # the app has drawn (every page has a title)
     page.wait_for_timeout(800)
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+    # the script has run to its end (a loaded machine can leave the status widget out of a short run)
+    page.wait_for_function("() => document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === "
+                           "'notRunning'", timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')", timeout=120_000)
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=120_000)
     page.wait_for_timeout(1200)
