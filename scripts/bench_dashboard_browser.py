@@ -207,6 +207,15 @@ def click_times(urls: list[str], clicks: int, cells, figures: int) -> list[list[
     return times
 
 
+def grid_cells(case: str) -> list[str]:
+    """The cost-grid cells a benchmark clicks, by their labels: on CIFAR-10 16 different cells, so each
+    click makes a matrix not seen before (nothing cached); HAM10000's 2 x 2 grid has only two."""
+    if case == "cifar10":
+        return [f"{t} → {p}" for t in ("cat", "dog", "bird", "deer")
+                for p in ("airplane", "automobile", "frog", "horse")]
+    return ["benign → malignant", "malignant → benign"]
+
+
 def other_checkout(folder: Path, port: int) -> list[str]:
     """The same `streamlit run` command for the dashboard of another checkout of CSRS (its code, these
     checkpoints), run with PYTHONPATH set to it."""
@@ -232,15 +241,12 @@ def main():
     trivial_clicks, trivial_loads = trivial_times(a.clicks, max(a.opens, 1))
     port = free_port()
     proc = serve(Path(a.checkpoints), port)
-    other_port = free_port()
-    other = serve(Path(a.checkpoints), other_port, other_checkout(a.against, other_port), a.against) if a.against \
-        else None
+    other = None
+    if a.against:
+        other_port = free_port()
+        other = serve(Path(a.checkpoints), other_port, other_checkout(a.against, other_port), a.against)
     try:
-        # CIFAR-10: 16 different cells, so each click makes a matrix not seen before (nothing cached);
-        # HAM10000's 2 x 2 grid has only two cells to click
-        cells = ([f"{t} → {p}" for t in ("cat", "dog", "bird", "deer")
-                  for p in ("airplane", "automobile", "frog", "horse")]
-                 if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
+        cells = grid_cells(a.case)
         query = f"/?case={a.case}" + (f"&cost={urllib.parse.quote(a.cost)}" if a.cost else "")
         weighted = a.cost is not None and "=" in a.cost
         urls = [f"http://127.0.0.1:{port}{query}"] + ([f"http://127.0.0.1:{other_port}{query}"] if other else [])
@@ -250,7 +256,7 @@ def main():
         examples = f"http://127.0.0.1:{port}/examples?case={a.case}&example={first}"
         opens = examples_open_times(examples, a.opens) if a.opens else []
     finally:
-        for server in (proc, other) if other else (proc,):
+        for server in [proc] + ([other] if other else []):
             server.terminate()
             server.wait(10)
     if len(results) < a.clicks:

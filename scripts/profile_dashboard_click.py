@@ -15,7 +15,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dashboard_browser import FIGURES, REPO, free_port, new_page, serve  # noqa: E402
+from bench_dashboard_browser import FIGURES, REPO, free_port, grid_cells, new_page, serve  # noqa: E402
 
 
 def profile_clicks(url: str, cells: list[str], figures: int) -> dict:
@@ -70,8 +70,7 @@ def main() -> None:
     ap.add_argument("--figures", type=int, default=6, help="figures the page shows when loaded")
     ap.add_argument("--top", type=int, default=40, help="functions listed")
     a = ap.parse_args()
-    cells = ([f"{t} → {p}" for t in ("cat", "dog") for p in ("bird", "deer", "frog", "horse")]
-             if a.case == "cifar10" else ["benign → malignant", "malignant → benign"])
+    cells = grid_cells(a.case)
     cells = [cells[i % len(cells)] for i in range(a.clicks)]
     port = free_port()
     server = serve(REPO / "checkpoints", port)
